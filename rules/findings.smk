@@ -1,0 +1,29 @@
+"""Aggregation: tables and figures from the cached intermediate files."""
+
+
+rule roofline:
+    """Lab 2 table (CSV + Markdown) and roofline figure from all sweep points."""
+    input:
+        points=gemm_point_files(),
+        peaks=rules.peaks.output.peaks,
+        device=rules.device.output.device,
+        code=code("roofline", "peaks", "figures", "formulas", "io", "catalog"),
+    output:
+        csv=report(
+            f"{RES}/tables/roofline.csv",
+            caption="../report/roofline_table.rst",
+            category="Lab 2 — Roofline",
+        ),
+        md=f"{RES}/tables/roofline.md",
+        png=report(
+            f"{RES}/figures/roofline.png",
+            caption="../report/roofline.rst",
+            category="Lab 2 — Roofline",
+        ),
+        svg=f"{RES}/figures/roofline.svg",
+    log:
+        f"{RES}/logs/roofline.log",
+    conda:
+        ENV
+    script:
+        "../scripts/roofline.py"
