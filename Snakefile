@@ -21,6 +21,10 @@ report: "report/workflow.rst"
 include: "rules/common.smk"
 include: "rules/env.smk"
 include: "rules/gemm.smk"
+include: "rules/model.smk"
+include: "rules/decode.smk"
+include: "rules/ncu.smk"
+include: "rules/allreduce.smk"
 include: "rules/findings.smk"
 
 

@@ -3,7 +3,7 @@
 - Compute: square GEMMs (M = N = K from config) per dtype, timed like the warm Lab 2 loop
   (:func:`hwlab.gemm.time_op`); the best median over sizes is the measured peak, in the
   spirit of mamf-finder's "maximum achievable matmul FLOPS".
-- Memory: STREAM-like kernels over fp32 arrays several times the last-level cache:
+- Memory: STREAM-like kernels over fp32 arrays, each 2x the last-level cache (>= 256 MiB):
   copy (c = a; 2 x size bytes) and triad (a = b + s*c; 3 x size bytes), counting bytes the
   way STREAM does (write-allocate traffic is not counted). The measured bandwidth is the
   better of the two.
@@ -24,7 +24,7 @@ MIN_STREAM_BYTES = 256 * 1024**2
 def stream_bytes(stream_mb: int, llc_bytes: int | None) -> int:
     if stream_mb:
         return stream_mb * 1024**2
-    return max(MIN_STREAM_BYTES, 4 * (llc_bytes or 0))
+    return max(MIN_STREAM_BYTES, 2 * (llc_bytes or 0))
 
 
 def measure_compute(

@@ -132,12 +132,45 @@ def peaks_params(wildcards):
     )
 
 
+# ---- model and decode (Lab 1a, §5) ---------------------------------------------------
+
+
+def decode_targets():
+    return []
+
+
+# ---- Nsight Compute (Lab 1b) -----------------------------------------------------------
+
+
+def ncu_targets():
+    return []
+
+
+# ---- AllReduce (Lab 3, §6) -------------------------------------------------------------
+
+
+def allreduce_targets():
+    return []
+
+
+# ---- findings (the regenerated writeup) ------------------------------------------------
+
+
+def findings_targets():
+    return []
+
+
 # ---- targets -------------------------------------------------------------------------
 def all_outputs():
+    """The targets of the all rule: the backbone, then each stage's own list."""
     return [
         f"{RES}/env.json",
         f"{RES}/tables/roofline.csv",
         f"{RES}/tables/roofline.md",
         f"{RES}/figures/roofline.png",
         f"{RES}/figures/roofline.svg",
+        *decode_targets(),
+        *ncu_targets(),
+        *allreduce_targets(),
+        *findings_targets(),
     ]

@@ -1,0 +1,1 @@
+"""Model acquisition: random weights from an architecture file, or a pinned hub snapshot."""
