@@ -28,6 +28,12 @@ include: "rules/allreduce.smk"
 include: "rules/findings.smk"
 
 
+# Light rules (aggregation, tables, figures) run on the submitting host under any executor;
+# each stage file lists its own beside this one.
+localrules:
+    all,
+
+
 rule all:
     default_target: True
     input:

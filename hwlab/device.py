@@ -114,6 +114,8 @@ def detect(requested: str = "auto", index: int = 0) -> dict[str, Any]:
         "host_memory_bytes": os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES"),
         "torch_cuda": torch.version.cuda,
         "gpu_count": torch.cuda.device_count() if has_cuda else 0,
+        # what a scheduler gave this job (SLURM sets it for --gpus / --gres requests)
+        "cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES"),
     }
     if has_cuda and requested in ("auto", "cuda"):
         props = torch.cuda.get_device_properties(index)

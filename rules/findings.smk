@@ -1,6 +1,10 @@
 """Aggregation: tables and figures from the cached intermediate files."""
 
 
+localrules:
+    roofline,
+
+
 rule roofline:
     """Lab 2 table (CSV + Markdown) and roofline figure from all sweep points."""
     input:
