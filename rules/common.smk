@@ -140,10 +140,82 @@ def decode_targets():
 
 
 # ---- Nsight Compute (Lab 1b) -----------------------------------------------------------
+NCU_METRICS = repo_path("config/ncu_metrics.yaml")
+
+
+def ncu_model_manifest():
+    """The model rule's output (rules/model.smk): what the decode capture target loads."""
+    return f"resources/models/{config['model']['name']}/manifest.json"
+
+
+def ncu_manifest_input(wildcards):
+    """The manifest as an input when the workflow defines the model rule, else nothing
+    (the capture then skips without a GPU, or fails saying the manifest is missing)."""
+    return ncu_model_manifest() if workflow.is_rule("model") else []
+
+
+def ncu_code():
+    """Modules the capture job and its target process run (model/decode where present)."""
+    mods = code("ncu_capture", "ncu_target", "ncu", "gemm", "dtypes", "device", "io")
+    return mods + [p for p in code("model", "decode")[1:] if Path(p).is_file()]
+
+
+def ncu_capture_files():
+    return [f"{RES}/ncu/b{b}.json" for b in config["ncu"]["batches"]]
+
+
+def ncu_gemm_files():
+    g = config["gemm"]
+    return [
+        f"{RES}/ncu/gemm/{shape}/{dtype}/m{m}.json"
+        for shape in g["shapes"]
+        for dtype in g["dtypes"]
+        for m in config["ncu"]["gemm_M"]
+    ]
+
+
+def _ncu_common():
+    n = config["ncu"]
+    return dict(
+        launch_count=n["launch_count"],
+        clock_control=n["clock_control"],
+        cache_control=n["cache_control"],
+        ncu_path=n["ncu_path"],
+        seed=config["seed"],
+    )
+
+
+def ncu_capture_params(wildcards):
+    d, m = config["decode"], config["model"]
+    return dict(
+        batch=int(wildcards.batch),
+        prompt_len=d["prompt_len"],
+        warmup_steps=d["warmup_steps"],
+        decode_steps=config["ncu"]["decode_steps"],
+        model=m["name"],
+        dtype=m["dtype"],
+        kernel_regex=config["ncu"]["kernel_regex"],
+        **_ncu_common(),
+    )
+
+
+def ncu_gemm_params(wildcards):
+    shape = config["gemm"]["shapes"][wildcards.shape]
+    return dict(
+        shape=wildcards.shape,
+        M=int(wildcards.M),
+        N=shape["N"],
+        K=shape["K"],
+        dtype=wildcards.dtype,
+        **_ncu_common(),
+    )
 
 
 def ncu_targets():
-    return []
+    out = [f"{RES}/tables/{t}" for t in ("ncu.csv", "ncu_lab1b.md", "ncu_lab1b.csv")]
+    if config["ncu"]["gemm_M"]:
+        out += [f"{RES}/tables/ncu_gemm.csv", f"{RES}/tables/ncu_gemm.md"]
+    return out
 
 
 # ---- AllReduce (Lab 3, §6) -------------------------------------------------------------
