@@ -62,7 +62,7 @@ def main() -> None:
     report = (
         Path(sys.argv[1])
         if len(sys.argv) > 1
-        else (REPO / "tests" / "fixtures" / "ncu" / "manual_nvtx.ncu-rep")
+        else (REPO / "tests" / "fixtures" / "ncu" / "addConstDouble.ncu-rep")
     )
     t = skip_job_s()
     print(

@@ -441,10 +441,17 @@ def summarize(batch: int, launches: Sequence[Launch], mapping: Mapping) -> Batch
 SM_ACTIVE_LABEL = "SM-active fraction (SM active / elapsed cycles)"
 
 
+def compared_batches(summaries: Sequence[BatchSummary]):
+    """(first, last) captured batch: the pair the multiplier column compares."""
+    ok = [s for s in summaries if s.status == "ok"]
+    return (ok[0], ok[-1]) if ok else (None, None)
+
+
 def lab1b_rows(summaries: Sequence[BatchSummary], mapping: Mapping) -> list[dict[str, Any]]:
-    """Rows (metric, per-batch values in display units, multiplier last/first batch)."""
+    """Rows (metric, per-batch values in display units, multiplier between the first and
+    the last captured batch)."""
     rows = []
-    first, last = (summaries[0], summaries[-1]) if summaries else (None, None)
+    first, last = compared_batches(summaries)
 
     def row(key, label, unit, per_batch):
         r = {"metric": key, "label": label, "unit": unit}
@@ -500,8 +507,9 @@ def lab1b_markdown(
     fmts["sm_active_fraction"] = ".3g"
     head = ["Metric", *[f"Batch={s.batch}" for s in summaries]]
     mult_head = "Multiplier"
-    if len(summaries) > 2:
-        mult_head += f" (batch {summaries[-1].batch} / {summaries[0].batch})"
+    first, last = compared_batches(summaries)
+    if len(summaries) > 2 and first is not last:
+        mult_head += f" (batch {last.batch} / {first.batch})"
     head.append(mult_head)
     lines.append("| " + " | ".join(head) + " |")
     lines.append("|" + "---|" * len(head))

@@ -18,26 +18,33 @@ from helpers import REPO
 from hwlab import ncu
 from hwlab.ncu_capture import find_ncu, metric_rejected, ncu_command, outcome, skip_reason
 
-# ---- the real report (see tests/fixtures/ncu/README.md) ---------------------------------
-FIXTURE = "manual_nvtx.ncu-rep"
-FIXTURE_SHA256 = "e6e3284e7fdc943f6335cacbaf830ba774dfc63fda0ae4123e7dece5b0bb62f2"
-FIXTURE_DIRS = [REPO / "tests" / "fixtures" / "ncu", REPO.parent / "shared" / "fixtures" / "ncu"]
+# ---- the real reports (see tests/fixtures/ncu/README.md) --------------------------------
+FIXTURES = {
+    "addConstDouble.ncu-rep": "c2769ee6a2639602cddb4f8be81c91d3e0d2c27a395bc399ada8fecaa1e8c85e",
+    "addConstDouble3.ncu-rep": "45129758c2680fa786fc50c0574e2a8c30d1b51dd342d25fdb270634526c54b3",
+}
+FIXTURE_DIR = REPO / "tests" / "fixtures" / "ncu"
 
 
-def _fixture() -> Path | None:
-    return next((d / FIXTURE for d in FIXTURE_DIRS if (d / FIXTURE).is_file()), None)
+def _fixture(name: str) -> Path:
+    path = FIXTURE_DIR / name
+    if not path.is_file():
+        msg = f"{path} is missing: run tests/fixtures/ncu/fetch-samples.sh"
+        if os.environ.get("HWLAB_REQUIRE_FIXTURES") == "1":
+            pytest.fail(msg)
+        pytest.skip(msg)
+    assert hashlib.sha256(path.read_bytes()).hexdigest() == FIXTURES[name], path
+    return path
 
 
 @pytest.fixture(scope="module")
 def report() -> Path:
-    path = _fixture()
-    if path is None:
-        pytest.skip(
-            f"{FIXTURE} is in none of {[str(d) for d in FIXTURE_DIRS]}: see "
-            "tests/fixtures/ncu/README.md for where it comes from"
-        )
-    assert hashlib.sha256(path.read_bytes()).hexdigest() == FIXTURE_SHA256, path
-    return path
+    return _fixture("addConstDouble.ncu-rep")
+
+
+@pytest.fixture(scope="module")
+def report3() -> Path:
+    return _fixture("addConstDouble3.ncu-rep")
 
 
 @pytest.fixture(scope="module")
@@ -45,41 +52,52 @@ def mapping() -> ncu.Mapping:
     return ncu.load_mapping()
 
 
-def test_reads_every_launch_with_names_device_values_units(report, mapping):
-    launches = ncu.read_report(report, mapping)
-    assert [la.kernel for la in launches] == [
-        "init_data_kernel",
-        "daxpy_kernel",
-        "check_results_kernel",
-    ]
-    assert launches[0].kernel_demangled == "init_data_kernel(int, double *)"
-    assert {la.device for la in launches} == {"NVIDIA GeForce RTX 3070"}
-    v = launches[0].values
-    assert v["sm_throughput"].value == pytest.approx(36.8639, abs=1e-3)
+def test_reads_every_launch_with_names_device_values_units(report, report3, mapping):
+    (la,) = ncu.read_report(report, mapping)
+    assert la.kernel == "addConstDouble"
+    assert la.device == "NVIDIA RTX A2000"
+    v = la.values
+    assert v["sm_busy"].value == pytest.approx(47.398, abs=1e-3)
+    assert v["sm_throughput"].value == pytest.approx(46.544, abs=1e-3)
     assert v["sm_throughput"].unit == "%"
-    assert v["dram_throughput"].value == pytest.approx(88.1963, abs=1e-3)
+    assert v["dram_throughput"].value == pytest.approx(91.749, abs=1e-3)
     assert v["dram_throughput"].ncu_metric == (
         "gpu__dram_throughput.avg.pct_of_peak_sustained_elapsed"
     )
     assert v["dram_throughput"].note is None  # the first name was there
-    assert v["elapsed_cycles"].value == 124056 and v["elapsed_cycles"].unit == "cycle"
-    assert v["sm_active_cycles"].value == pytest.approx(115031.8, abs=0.1)
-    assert v["duration"].value == 84480 and v["duration"].unit == "ns"
-    assert launches[1].values["duration"].value == 249216
+    assert v["memory_throughput"].value == pytest.approx(204.358e9, rel=1e-4)
+    assert v["memory_throughput"].unit == "byte/s"  # ncu 2022.3 writes byte/s
+    assert v["elapsed_cycles"].value == 129977 and v["elapsed_cycles"].unit == "cycle"
+    assert v["sm_active_cycles"].value == pytest.approx(127630.4, abs=0.1)
+    assert v["duration"].value == 239008 and v["duration"].unit == "ns"
+    assert v["l2_hit_rate"].value == pytest.approx(50.165, abs=1e-3)
+    assert v["dram_bytes_read"].value == 25170048 and v["dram_bytes_read"].unit == "byte"
+    assert ncu.read_report(report3, mapping)[0].values["duration"].value == 294336
 
 
-def test_absent_metric_is_an_empty_cell_with_a_note(report, mapping):
-    """The sample has Speed-of-Light only: the workload-analysis metrics are absent."""
-    launches = ncu.read_report(report, mapping)
-    for key in ("sm_busy", "memory_throughput", "l2_hit_rate", "dram_bytes_read"):
-        v = launches[0].values[key]
-        assert v.value is None and v.ncu_metric is None
-        assert v.note.startswith("absent from this report (tried ")
-        assert mapping.spec(key).names[0] in v.note
-    df = ncu.tidy(launches, batch=1)
-    assert len(df) == 3 * len(mapping.metrics)
-    sm_busy = df[df.metric == "sm_busy"]
-    assert sm_busy.value.isna().all() and sm_busy.note.str.contains("absent").all()
+def test_absent_metric_is_an_empty_cell_with_a_note(report):
+    """A metric this report lacks under every name: an empty cell with a note."""
+    data = {
+        "metrics": {
+            "legacy_dram": {
+                "label": "DRAM Throughput (legacy name)",
+                "names": ["dram__throughput.avg.pct_of_peak_sustained_elapsed"],
+                "unit": "%",
+            },
+            "duration": {"label": "Duration", "names": ["gpu__time_duration.sum"], "unit": "ns"},
+        }
+    }
+    m = ncu.parse_mapping(data)
+    (la,) = ncu.read_report(report, m)
+    v = la.values["legacy_dram"]
+    assert v.value is None and v.ncu_metric is None
+    assert v.note.startswith("absent from this report (tried ")
+    assert "dram__throughput.avg.pct_of_peak_sustained_elapsed" in v.note
+    df = ncu.tidy([la], batch=1)
+    assert len(df) == 2
+    legacy = df[df.metric == "legacy_dram"]
+    assert legacy.value.isna().all() and legacy.note.str.contains("absent").all()
+    assert df[df.metric == "duration"].value.iloc[0] == 239008
 
 
 def test_fallback_name_is_used_and_recorded(report):
@@ -97,8 +115,8 @@ def test_fallback_name_is_used_and_recorded(report):
         }
     }
     m = ncu.parse_mapping(data)
-    v = ncu.read_report(report, m)[2].values["dram_throughput"]
-    assert v.value == pytest.approx(94.7, abs=0.05)
+    v = ncu.read_report(report, m)[0].values["dram_throughput"]
+    assert v.value == pytest.approx(91.749, abs=1e-3)
     assert v.ncu_metric == "gpu__dram_throughput.avg.pct_of_peak_sustained_elapsed"
     assert "fallback name gpu__dram_throughput" in v.note
     assert "lacks dram__throughput" in v.note
@@ -120,13 +138,12 @@ def test_cli_table(report):
     out = proc.stdout
     header = [c.strip() for c in out.splitlines()[0].strip("|").split("|")]
     assert header[:4] == ["launch", "kernel", "SM Busy", "Compute (SM) Throughput"]
-    rows = [ln for ln in out.splitlines() if "init_data_kernel" in ln]
+    rows = [ln for ln in out.splitlines() if "addConstDouble" in ln]
     assert len(rows) == 1
     cells = [c.strip() for c in rows[0].strip("|").split("|")]
-    assert cells[1:5] == ["init_data_kernel", "—", "36.9%", "88.2%"]
-    assert "124,056" in cells and "84.5" in cells  # cycles; ns -> µs
-    assert "- device: NVIDIA GeForce RTX 3070" in out
-    assert "SM Busy: absent from this report" in out
+    assert cells[1:5] == ["addConstDouble", "47.4%", "46.5%", "91.7%"]
+    assert "129,977" in cells and "239" in cells  # cycles; ns -> µs
+    assert "- device: NVIDIA RTX A2000" in out
 
 
 def test_cli_csv(report, mapping):
@@ -136,9 +153,9 @@ def test_cli_csv(report, mapping):
 
     df = pd.read_csv(StringIO(proc.stdout))
     assert list(df.columns[:6]) == ["kernel", "launch", "metric", "value", "unit", "label"]
-    assert len(df) == 3 * len(mapping.metrics)
-    row = df[(df.kernel == "daxpy_kernel") & (df.metric == "duration")].iloc[0]
-    assert row.value == 249216 and row.unit == "ns"
+    assert len(df) == len(mapping.metrics)
+    row = df[(df.kernel == "addConstDouble") & (df.metric == "duration")].iloc[0]
+    assert row.value == 239008 and row.unit == "ns"
 
 
 def test_cli_bad_input_is_a_clear_error(tmp_path):
@@ -150,13 +167,13 @@ def test_cli_bad_input_is_a_clear_error(tmp_path):
         assert text in proc.stderr and "Traceback" not in proc.stderr
 
 
-def test_decode_tables_from_a_captured_report(report, tmp_path):
-    """The table path for captured batches, on the real report (same report at both
-    batches: multipliers 1), beside a skipped batch."""
+def test_decode_tables_from_a_captured_report(report, report3, tmp_path):
+    """The table path for captured batches on two real reports (standing in for batch 1
+    and batch 32), beside a skipped batch."""
     ncu_dir = tmp_path / "ncu"
     ncu_dir.mkdir()
     (ncu_dir / "b1.ncu-rep").write_bytes(report.read_bytes())
-    (ncu_dir / "b32.ncu-rep").write_bytes(report.read_bytes())
+    (ncu_dir / "b32.ncu-rep").write_bytes(report3.read_bytes())
     common = {"kind": "decode", "clock_control": "base", "cache_control": "all"}
     records = []
     for b, status, reason, rep in (
@@ -183,17 +200,18 @@ def test_decode_tables_from_a_captured_report(report, tmp_path):
     skipped = tidy[tidy.batch == 64]
     assert len(skipped) == 1 and skipped.status.iloc[0] == "skipped"
     lab = pd.read_csv(out / "ncu_lab1b.csv").set_index("metric")
-    assert lab.loc["duration", "b1"] == pytest.approx(84.48)  # µs, init_data_kernel
+    assert lab.loc["duration", "b1"] == pytest.approx(239.008)  # µs
+    assert lab.loc["duration", "b32"] == pytest.approx(294.336)
+    assert lab.loc["duration", "multiplier"] == pytest.approx(294336 / 239008)
     frac = lab.loc["sm_active_fraction"]
-    assert frac.b1 == pytest.approx(100 * 115031.8 / 124056, abs=0.01)
-    assert pd.isna(lab.loc["sm_busy", "b1"]) and pd.isna(lab.loc["sm_busy", "multiplier"])
+    assert frac.b1 == pytest.approx(100 * 127630.38 / 129977, abs=0.01)
+    assert lab.loc["sm_busy", "multiplier"] == pytest.approx(37.300 / 47.398, abs=1e-3)
     md = (out / "ncu_lab1b.md").read_text()
-    assert "| Metric | Batch=1 | Batch=32 | Batch=64 | Multiplier (batch 64 / 1) |" in md
-    assert "| Kernel | init_data_kernel | init_data_kernel | skipped |" in md
+    assert "| Metric | Batch=1 | Batch=32 | Batch=64 | Multiplier (batch 32 / 1) |" in md
+    assert "| Kernel | addConstDouble | addConstDouble3 | skipped |" in md
+    assert "| Duration (µs) | 239 | 294 | — | 1.23× |" in md
     assert "- batch 64: skipped: no GPU (device kind cpu)" in md
     assert "--clock-control base" in md
-    assert "also captured (not in the table): daxpy_kernel ×1, check_results_kernel ×1" in md
-    assert "SM Busy: absent from this report" in md
 
 
 # ---- pure parts: no report needed --------------------------------------------------------
@@ -449,7 +467,7 @@ print(rec["status"])
 
 
 def test_gemm_table_from_a_captured_report(report, tmp_path):
-    """Kernels of one call summed; the sample lacks dram__bytes_read: bytes stay empty."""
+    """The GEMM DRAM table from a real report: true DRAM bytes beside the analytic ones."""
     (tmp_path / "m16.ncu-rep").write_bytes(report.read_bytes())
     point = {"kind": "gemm", "shape": "ffn", "N": 11008, "K": 2048, "dtype": "bf16"}
     ok = tmp_path / "m16.json"
@@ -467,10 +485,11 @@ def test_gemm_table_from_a_captured_report(report, tmp_path):
     df = pd.read_csv(tmp_path / "g.csv").set_index("M")
     assert list(df.index) == [1, 16]
     row = df.loc[16]
-    assert row.status == "ok" and row.launches == 3
-    assert row.kernels == "init_data_kernel;daxpy_kernel;check_results_kernel"
-    assert row.duration_us == pytest.approx((84480 + 249216 + 88512) / 1e3)
-    assert pd.isna(row.dram_bytes_read) and pd.isna(row.dram_read_gbps)
+    assert row.status == "ok" and row.launches == 1
+    assert row.kernels == "addConstDouble"
+    assert row.duration_us == pytest.approx(239.008)
+    assert row.dram_bytes_read == 25170048
+    assert row.dram_read_gbps == pytest.approx(25170048 / 239008e-9 / 1e9)
     assert row.analytic_read_bytes == (16 * 2048 + 11008 * 2048) * 2
     assert df.loc[1].status == "skipped" and df.loc[1].reason == "no GPU"
     assert "bf16 skipped: no GPU" in (tmp_path / "g.md").read_text()
