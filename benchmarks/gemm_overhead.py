@@ -47,8 +47,10 @@ def main() -> None:
         t = gemm.time_op(dev, fn, l2="warm", warmup=0, repeats=1, iters=a.iters)
         harness.append(t["device_s"][0])
     b, h = statistics.median(bare), statistics.median(harness)
-    print(f"device={a.device} dtype={a.dtype} M={a.M} N={a.N} K={a.K} iters={a.iters} "
-          f"rounds={a.rounds}")
+    print(
+        f"device={a.device} dtype={a.dtype} M={a.M} N={a.N} K={a.K} iters={a.iters} "
+        f"rounds={a.rounds}"
+    )
     print(f"bare loop      : {b * 1e6:10.1f} us/call (min {min(bare) * 1e6:.1f})")
     print(f"pipeline timer : {h * 1e6:10.1f} us/call (min {min(harness) * 1e6:.1f})")
     print(f"difference     : {100 * (h - b) / b:+.2f} %")

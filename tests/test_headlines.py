@@ -61,15 +61,27 @@ def test_reference_regimes(reference):
 
 def synthetic(tflops, pct_mem, ai, pct_dense=None, l2="warm"):
     n = len(tflops)
-    return pd.DataFrame({
-        "status": ["ok"] * n, "l2": [l2] * n, "dtype": ["bf16"] * n,
-        "M": [2**i for i in range(n)], "tflops": tflops, "pct_mem_peak": pct_mem, "ai": ai,
-        "pct_dense_peak": pct_dense or [100 * t / 100 for t in tflops],
-    })
+    return pd.DataFrame(
+        {
+            "status": ["ok"] * n,
+            "l2": [l2] * n,
+            "dtype": ["bf16"] * n,
+            "M": [2**i for i in range(n)],
+            "tflops": tflops,
+            "pct_mem_peak": pct_mem,
+            "ai": ai,
+            "pct_dense_peak": pct_dense or [100 * t / 100 for t in tflops],
+        }
+    )
 
 
-CEIL = {"peak_tflops": 100.0, "bw_gbps": 1000.0, "spec_sparse_tflops": 200.0,
-        "spec_bw_gbps": 1000.0, "basis": "spec"}
+CEIL = {
+    "peak_tflops": 100.0,
+    "bw_gbps": 1000.0,
+    "spec_sparse_tflops": 200.0,
+    "spec_bw_gbps": 1000.0,
+    "basis": "spec",
+}
 
 
 def test_ridge_not_bracketing_the_spec():
@@ -108,5 +120,8 @@ def test_regimes_out_of_order():
     df = synthetic([0.1, 0.2, 90], [95, 50, 10], [1, 5, 150])
     f = H.regime_finding(df, CEIL)
     assert [x["regime"] for x in f.evidence["sequence"]] == [
-        "memory-bound", "overhead/launch-bound", "compute-bound"]
+        "memory-bound",
+        "overhead/launch-bound",
+        "compute-bound",
+    ]
     assert f.holds is False
