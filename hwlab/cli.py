@@ -15,6 +15,7 @@ import sys
 COMMAND_MODULES = [
     "hwlab.cli_catalog",
     "hwlab.ncu",
+    "hwlab.cli_napkin",
 ]
 
 

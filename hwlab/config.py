@@ -104,6 +104,25 @@ def semantic_errors(config: dict[str, Any], root: Path, catalog_keys: Iterable[s
             f"allreduce.min_bytes: {ar.get('min_bytes')} is larger than allreduce.max_bytes "
             f"{ar.get('max_bytes')}."
         )
+    el = {"fp32": 4, "fp16": 2, "bf16": 2}.get(ar.get("dtype", "fp32"), 1)
+    if ar.get("min_bytes", el) % el:
+        errors.append(
+            f"allreduce.min_bytes: {ar.get('min_bytes')} is not a multiple of the "
+            f"{ar.get('dtype')} element size ({el} bytes)."
+        )
+    nodes = ar.get("nodes", 1)
+    uneven = [n for n in ar.get("world_sizes", []) if n % nodes]
+    if uneven:
+        errors.append(
+            f"allreduce.world_sizes: {uneven} do not split evenly over allreduce.nodes = "
+            f"{nodes} (ranks per node must be equal)."
+        )
+    tp_hw = ar.get("tp_napkin", {}).get("hardware", "auto")
+    if tp_hw != "auto" and tp_hw not in keys:
+        errors.append(
+            f"allreduce.tp_napkin.hardware: {tp_hw!r} is not in config/hardware.yaml "
+            f"(known: auto, {', '.join(keys)})."
+        )
 
     cw = config.get("findings", {}).get("compare_with", "")
     if cw and not (root / cw).is_dir() and not Path(cw).is_dir():

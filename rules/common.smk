@@ -55,6 +55,8 @@ wildcard_constraints:
     l2="warm|cold",
     M=r"\d+",
     batch=r"\d+",
+    backend="auto|gloo|nccl",
+    world=r"\d+",
 
 
 def repo_path(path):
@@ -219,10 +221,72 @@ def ncu_targets():
 
 
 # ---- AllReduce (Lab 3, §6) -------------------------------------------------------------
+# One sweep per configured backend x world size. The file keeps the configured backend
+# name (auto stays auto: it is decided at run time from device.json, nccl on a CUDA GPU,
+# gloo otherwise); the record inside says which backend ran.
+
+
+def allreduce_files():
+    a = config["allreduce"]
+    return [
+        f"{RES}/allreduce/{b}-w{n}.json"
+        for b in a["backends"]
+        for n in a["world_sizes"]
+    ]
+
+
+def allreduce_uses_gpus(backend):
+    """Whether a sweep will run on GPUs (NCCL), as far as the config tells at parse time."""
+    return backend == "nccl" or (backend == "auto" and config["device"] == "cuda")
+
+
+def allreduce_gpus(wildcards):
+    """GPUs the sweep job asks its executor for: one per rank (all nodes) under NCCL."""
+    return int(wildcards.world) if allreduce_uses_gpus(wildcards.backend) else 0
+
+
+def allreduce_cluster_resources():
+    """Several nodes: the job is started once (SLURM 'mpi' job, no srun around it) and
+    starts one torchrun per node with srun itself; see README 'AllReduce across nodes'.
+    """
+    nodes = config["allreduce"]["nodes"]
+    if nodes == 1:
+        return {}
+    return {"tasks": nodes, "tasks_per_gpu": 0, "mpi": "srun"}
+
+
+def allreduce_params(wildcards):
+    a = config["allreduce"]
+    return dict(
+        backend=wildcards.backend,
+        world_size=int(wildcards.world),
+        nodes=a["nodes"],
+        dtype=a["dtype"],
+        min_bytes=a["min_bytes"],
+        max_bytes=a["max_bytes"],
+        warmup=a["warmup"],
+        iters=a["iters"],
+        min_iters=a["min_iters"],
+        budget_mb=a["budget_mb"],
+        timeout_s=a["timeout_s"],
+        rdzv_endpoint=a["rdzv_endpoint"],
+    )
+
+
+def napkin_tp_params(wildcards):
+    return dict(config["allreduce"]["tp_napkin"])
 
 
 def allreduce_targets():
-    return []
+    return [
+        f"{RES}/tables/allreduce.csv",
+        f"{RES}/tables/allreduce.md",
+        f"{RES}/tables/allreduce_fit.csv",
+        f"{RES}/figures/allreduce.png",
+        f"{RES}/figures/allreduce.svg",
+        f"{RES}/tables/napkin_tp.csv",
+        f"{RES}/tables/napkin_tp.md",
+    ]
 
 
 # ---- findings (the regenerated writeup) ------------------------------------------------

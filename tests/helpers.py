@@ -27,6 +27,13 @@ TINY = {
         "iters": 3,
         "flush_mb": 8,
     },
+    # Lab 3: a real 2-process gloo sweep on small sizes; nccl on a CPU host -> skipped.
+    "allreduce": {
+        "backends": ["auto", "nccl"],
+        "max_bytes": 1 << 20,
+        "warmup": 1,
+        "iters": 3,
+    },
 }
 
 
