@@ -5,6 +5,7 @@ snakemake --cores 1 all --configfile config/h100.yaml    # the lab on an H100 / 
 snakemake --profile profiles/slurm all                   # on a SLURM cluster
 """
 
+import os
 import sys
 
 # The hwlab package lives beside this file; the Snakefile imports only its light modules
@@ -12,7 +13,8 @@ import sys
 sys.path.insert(0, workflow.basedir)
 
 
-configfile: "config/config.yaml"
+# the embedded default, found beside this file whatever the working directory (-d)
+configfile: os.path.join(workflow.basedir, "config", "config.yaml")
 
 
 report: "report/workflow.rst"

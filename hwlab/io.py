@@ -20,9 +20,6 @@ from typing import Any
 _UMASK = os.umask(0)
 os.umask(_UMASK)
 
-_UMASK = os.umask(0)
-os.umask(_UMASK)
-
 OK, SKIPPED, OOM, FAILED = "ok", "skipped", "oom", "failed"
 STATUSES = (OK, SKIPPED, OOM, FAILED)
 
