@@ -100,8 +100,96 @@ def _register_tp(sub) -> None:
     p.set_defaults(func=_tp)
 
 
+def _decode(args: argparse.Namespace) -> int:
+    import pandas as pd
+
+    prec = N.precision(args.dtype)
+    entries = cat.load(args.catalog)
+    if args.bandwidth is not None or args.memory is not None:
+        if args.bandwidth is None or args.memory is None:
+            raise ValueError("--bandwidth and --memory go together (a device not in the catalog)")
+        if args.bandwidth <= 0 or args.memory <= 0:
+            raise ValueError("--bandwidth and --memory must be > 0")
+        devices = {
+            "custom": {
+                "name": "custom",
+                "memory_gb": args.memory,
+                "mem_bw_gbps": args.bandwidth,
+                "peak_tflops": {},
+            }
+        }
+    else:
+        keys = args.device or list(entries)
+        unknown = [k for k in keys if k not in entries]
+        if unknown:
+            raise KeyError(
+                f"--device {unknown[0]!r} is not in the catalog; known: {', '.join(entries)}"
+            )
+        devices = {k: entries[k] for k in keys}
+    if args.params_b <= 0:
+        raise ValueError(f"--params-b must be > 0, got {args.params_b:g}")
+    rows = []
+    for key, e in devices.items():
+        r = N.decode_napkin(
+            args.params_b,
+            prec,
+            e["memory_gb"],
+            e["mem_bw_gbps"],
+            N.compute_peak(e, prec),
+            N.compute_peak(e, prec, sparse=True),
+        )
+        rows.append({"device": key, **r})
+    if len(rows) == 1:
+        print(
+            f"Decode napkin (writeup §5, §8): {args.params_b:g}B in {prec.name} on "
+            f"{rows[0]['device']}"
+        )
+        for i, line in enumerate(N.decode_steps(rows[0], rows[0]["device"]), 1):
+            print(f"{i}. {line}")
+        return 0
+    cols = [
+        "device",
+        "weight_gb",
+        "memory_gb",
+        "fits",
+        "min_tp",
+        "mem_bw_gbps",
+        "step_ms",
+        "tokens_per_s",
+        "ridge_dense",
+        "ridge_sparse",
+    ]
+    df = pd.DataFrame(rows)[cols]
+    df = df.astype(object).where(df.notna(), None)
+    print(
+        f"Decode napkin (writeup §5, §8): {args.params_b:g}B in {prec.name}, batch 1; "
+        "step = weights / (TP x bandwidth), AllReduces not included"
+    )
+    print(df.to_markdown(index=False, floatfmt=".4g", missingval="—"))
+    return 0
+
+
+def _register_decode(sub) -> None:
+    p = sub.add_parser(
+        "decode",
+        help="decode step lower bound, fit and ridge for a model size on any device (§5, §8)",
+        description="At batch 1 every weight is read once per decode step: step >= weight "
+        "bytes / memory bandwidth (3B bf16 on an H100: 6 GB / 3.35 TB/s = 1.79 ms). Also: "
+        "does it fit, the smallest TP that fits, and the ridge points.",
+    )
+    p.add_argument("--params-b", type=float, required=True, help="parameters, in billions")
+    p.add_argument("--dtype", default="bf16", help="weight precision: bf16, fp8, int8, int4")
+    p.add_argument(
+        "--device", action="append", help="catalog key (repeatable; default: every catalog device)"
+    )
+    p.add_argument("--bandwidth", type=float, help="GB/s of a device not in the catalog")
+    p.add_argument("--memory", type=float, help="GB of a device not in the catalog")
+    p.add_argument("--catalog", default=cat.DEFAULT_CATALOG, help="hardware catalog file")
+    p.set_defaults(func=_decode)
+
+
 # One registrar per napkin subcommand (hwlab napkin <name>).
-NAPKINS: list[Callable] = [_register_tp]
+NAPKINS: list[Callable] = [_register_tp, _register_decode]
 
 
 def register_cli(sub) -> None:

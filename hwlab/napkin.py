@@ -3,6 +3,10 @@
 Sections (one per napkin; each has its pure functions, its table writer and the
 intermediates the CLI prints):
 
+- Decode on any device (writeup §4, §5, §7, §8 question 1): weight bytes, whether they fit
+  (and the smallest TP degree that makes them fit), the decode-step lower bound and the
+  tokens/s upper bound at batch 1, and the ridge points, for every catalog device x model
+  size x weight precision.
 - Tensor-parallel communication (writeup §6): the AllReduce traffic of a TP forward pass
   and its time at a given bus bandwidth, for the writeup's worked example and the models
   of its parallelism table; where the writeup's own arithmetic does not follow from its
@@ -543,3 +547,278 @@ def write_napkin_tp(
     rows = tp_table_rows(TP_MODELS, batch, seq_len, bandwidths, bytes_per_el)
     write_table(pd.DataFrame(rows), csv)
     write_text(md, tp_markdown(rows, bandwidths))
+
+
+# ======================================================================================
+# Decode on any device (writeup §4, §5, §7, §8 question 1)
+# ======================================================================================
+#
+# At batch 1 a decode step must stream every weight from memory once: the step cannot be
+# faster than weight bytes / memory bandwidth (the writeup's 6 GB / 3.35 TB/s = 1.79 ms for
+# 3B bf16 on an H100). KV-cache reads, activations and framework overhead only add to it,
+# and tensor parallelism over n devices divides the weight bytes per device by n (its
+# AllReduces, §6, are not included here). "Fits" counts the weights alone against the
+# device's memory; the KV cache and activations need room on top.
+
+NAPKIN_MODELS_B: tuple[float, ...] = (3, 7, 13, 30, 70, 175, 405)
+
+
+@dataclass(frozen=True)
+class Precision:
+    """A weight precision: bytes per weight and the tensor-core peak its math runs at."""
+
+    name: str
+    bytes_per_param: float
+    compute_dtypes: tuple[str, ...]  # catalog peak keys, first one present wins
+    note: str
+
+
+PRECISIONS: tuple[Precision, ...] = (
+    Precision("bf16", 2, ("bf16", "fp16"), "W16A16"),
+    Precision("fp8/int8", 1, ("fp8", "int8"), "W8A8: fp8 where the device has it, else int8"),
+    Precision("int4", 0.5, ("bf16", "fp16"), "W4A16: weights dequantised to bf16 for the math"),
+)
+
+
+def precision(name: str) -> Precision:
+    for p in PRECISIONS:
+        if name in (p.name, *p.name.split("/")):
+            return p
+    raise ValueError(f"unknown precision {name!r}; known: bf16, fp8, int8, int4")
+
+
+def min_tp_to_fit(weight_gb: float, memory_gb: float, max_tp: int = 64) -> int | None:
+    """Smallest power-of-two TP degree whose per-device weight share fits in memory."""
+    tp = 1
+    while tp <= max_tp:
+        if weight_gb / tp <= memory_gb:
+            return tp
+        tp *= 2
+    return None
+
+
+def compute_peak(entry: dict[str, Any], prec: Precision, sparse: bool = False) -> float | None:
+    from hwlab.catalog import peak_tflops
+
+    for dt in prec.compute_dtypes:
+        v = peak_tflops(entry, dt, sparse=sparse)
+        if v:
+            return v
+    return None
+
+
+def decode_napkin(
+    params_b: float,
+    prec: Precision,
+    memory_gb: float,
+    mem_bw_gbps: float,
+    dense_tflops: float | None = None,
+    sparse_tflops: float | None = None,
+) -> dict[str, Any]:
+    """Every intermediate of §8's first question for one device, model and precision."""
+    wbytes = F.weight_bytes(params_b * 1e9, prec.bytes_per_param)
+    weight_gb = wbytes / GB
+    tp = min_tp_to_fit(weight_gb, memory_gb)
+    step_s = F.decode_step_napkin_s(wbytes / (tp or 1), 0, mem_bw_gbps)
+    return {
+        "params_b": params_b,
+        "dtype": prec.name,
+        "bytes_per_param": prec.bytes_per_param,
+        "weight_gb": weight_gb,
+        "memory_gb": memory_gb,
+        "fits": weight_gb <= memory_gb,
+        "min_tp": tp,
+        "mem_bw_gbps": mem_bw_gbps,
+        "step_ms": step_s * 1e3 if tp else None,
+        "tokens_per_s": 1 / step_s if tp else None,
+        "ridge_dense": F.ridge_point(dense_tflops, mem_bw_gbps) if dense_tflops else None,
+        "ridge_sparse": F.ridge_point(sparse_tflops, mem_bw_gbps) if sparse_tflops else None,
+        "dense_tflops": dense_tflops,
+        "sparse_tflops": sparse_tflops,
+    }
+
+
+def decode_table_rows(
+    entries: dict[str, dict[str, Any]],
+    models_b: tuple[float, ...] = NAPKIN_MODELS_B,
+    precisions: tuple[Precision, ...] = PRECISIONS,
+) -> list[dict[str, Any]]:
+    """One row per catalog device x model size x weight precision (pure)."""
+    rows = []
+    for key, e in entries.items():
+        for prec in precisions:
+            dense, sparse = compute_peak(e, prec), compute_peak(e, prec, sparse=True)
+            for b in models_b:
+                r = decode_napkin(b, prec, e["memory_gb"], e["mem_bw_gbps"], dense, sparse)
+                note = [prec.note]
+                if r["min_tp"] and r["min_tp"] > 1:
+                    note.append(
+                        f"needs TP={r['min_tp']}: step at weights / (TP x bandwidth), "
+                        "AllReduce time (§6) not included"
+                    )
+                    if not e.get("interconnect"):
+                        note.append(
+                            "no GPU interconnect on this device: TP would cross PCIe or the network"
+                        )
+                elif not r["min_tp"]:
+                    note.append("does not fit even at TP=64")
+                rows.append(
+                    {
+                        "device": key,
+                        "device_name": e["name"],
+                        "model": f"{b:g}B",
+                        **r,
+                        "note": "; ".join(note),
+                    }
+                )
+    return rows
+
+
+def writeup_decode_check(entries: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
+    """The writeup's decode-related claims (§4, §5, §7) against the napkin and the catalog."""
+    from hwlab.catalog import peak_tflops
+
+    def step_ms(key: str, params_b: float, prec: str = "bf16") -> float:
+        e = entries[key]
+        return decode_napkin(params_b, precision(prec), e["memory_gb"], e["mem_bw_gbps"])["step_ms"]
+
+    h100, b200, m3 = entries["h100_sxm"], entries["b200"], entries["m3_ultra"]
+    agx = entries["jetson_agx_orin_64gb"]
+    m3_bf16, m3_int4 = 1e3 / step_ms("m3_ultra", 70), 1e3 / step_ms("m3_ultra", 70, "int4")
+    b200_speedup = step_ms("h100_sxm", 3) / step_ms("b200", 3)
+    fp16_ratio = peak_tflops(h100, "fp16", sparse=True) / peak_tflops(agx, "fp16", sparse=True)
+    rows = [
+        {
+            "claim": "§5: 3B bf16 on H100, 6 GB / 3.35 TB/s ≈ 1.79 ms",
+            "napkin": f"{step_ms('h100_sxm', 3):.3g} ms",
+            "follows": True,
+            "explanation": "",
+        },
+        {
+            "claim": "§4: B200 decode ~2.4x faster than H100",
+            "napkin": f"{b200_speedup:.3g}x ({b200['mem_bw_gbps']:g} / {h100['mem_bw_gbps']:g} "
+            "GB/s, 3B: fits both)",
+            "follows": abs(b200_speedup - 2.4) < 0.1,
+            "explanation": "decode is bandwidth-bound: the speedup is the bandwidth ratio",
+        },
+        {
+            "claim": "§7: 70B bf16 (140 GB) won't fit on A100 80GB, fits on M3 Ultra",
+            "napkin": f"A100 fits: {entries['a100_80gb']['memory_gb'] >= 140}, "
+            f"M3 Ultra fits: {m3['memory_gb'] >= 140}",
+            "follows": entries["a100_80gb"]["memory_gb"] < 140 and m3["memory_gb"] >= 140,
+            "explanation": "weights alone against memory",
+        },
+        {
+            "claim": "§7: M3 Ultra runs 70B bf16 at ~30 tok/s",
+            "napkin": f"at most {m3_bf16:.3g} tok/s in bf16 (140 GB / {m3['mem_bw_gbps']:g} "
+            f"GB/s), {m3_int4:.3g} tok/s in int4",
+            "follows": m3_bf16 >= 30 * 0.9,
+            "explanation": "30 tok/s would need 30 x 140 GB = 4.2 TB/s; even int4 weights "
+            "(35 GB) cap it below 30 tok/s, so the figure cannot be bf16 decode "
+            "at batch 1",
+        },
+        {
+            "claim": "§7: AGX Orin ~14x slower than H100 in FP16, ~16x lower bandwidth",
+            "napkin": f"{fp16_ratio:.3g}x FP16 (sparse figures), "
+            f"{h100['mem_bw_gbps'] / agx['mem_bw_gbps']:.3g}x bandwidth",
+            "follows": abs(fp16_ratio - 14) < 1
+            and abs(h100["mem_bw_gbps"] / agx["mem_bw_gbps"] - 16) < 1,
+            "explanation": "both FP16 figures are sparse tensor peaks",
+        },
+    ]
+    return rows
+
+
+def decode_markdown(rows: list[dict[str, Any]], checks: list[dict[str, Any]] | None = None) -> str:
+    import pandas as pd
+
+    df = pd.DataFrame(rows)
+    lines = [
+        "### §4, §5, §7, §8 — Decode napkin: every catalog device x model x precision",
+        "",
+        "Decode step lower bound at batch 1 = weight bytes / (TP x memory bandwidth); "
+        "tokens/s upper bound = 1 / step. 'fits' counts the weights alone against memory "
+        "(the KV cache and activations need room on top); min TP is the smallest power of "
+        "two that fits, and the step is priced at that TP without its AllReduces (§6).",
+        "",
+    ]
+    for prec in df["dtype"].unique():
+        d = df[df["dtype"] == prec]
+        wide = d.pivot_table(index=["device"], columns="model", values="step_ms", sort=False)
+        wide = wide[[f"{b:g}B" for b in NAPKIN_MODELS_B if f"{b:g}B" in wide.columns]]
+        tp = d.pivot_table(index=["device"], columns="model", values="min_tp", sort=False)
+        cells = wide.copy().astype(object)
+        for dev in wide.index:
+            for m in wide.columns:
+                ms, t = wide.loc[dev, m], tp.loc[dev, m]
+                cells.loc[dev, m] = (
+                    "—" if pd.isna(ms) else f"{ms:.3g}" + (f" (TP{int(t)})" if t and t > 1 else "")
+                )
+        lines += [
+            f"#### {prec}: decode step (ms) at batch 1",
+            "",
+            cells.reset_index().to_markdown(index=False),
+            "",
+        ]
+    ridge = df.drop_duplicates(["device", "dtype"])[
+        [
+            "device",
+            "dtype",
+            "mem_bw_gbps",
+            "dense_tflops",
+            "ridge_dense",
+            "sparse_tflops",
+            "ridge_sparse",
+        ]
+    ]
+    ridge = ridge.astype(object).where(ridge.notna(), None)
+    lines += [
+        "#### Ridge points (FLOP/byte) = peak / memory bandwidth",
+        "",
+        ridge.to_markdown(index=False, floatfmt=".4g", missingval="—"),
+        "",
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def decode_steps(r: dict[str, Any], device: str) -> list[str]:
+    """The napkin for one row, step by step (what ``hwlab napkin decode`` prints)."""
+    steps = [
+        f"weights: {r['params_b']:g}B params x {r['bytes_per_param']:g} bytes "
+        f"({r['dtype']}) = {r['weight_gb']:.3g} GB",
+        f"memory on {device}: {r['memory_gb']:g} GB -> "
+        + (
+            "fits on one device"
+            if r["fits"]
+            else f"does not fit on one; smallest power-of-two TP that fits: {r['min_tp'] or '> 64'}"
+        ),
+    ]
+    if r["step_ms"] is not None:
+        tp = r["min_tp"]
+        per = f"{r['weight_gb']:.3g} GB" + (f" / TP {tp}" if tp > 1 else "")
+        steps.append(
+            f"decode step lower bound at batch 1: {per} / {r['mem_bw_gbps']:g} GB/s = "
+            f"{r['step_ms']:.3g} ms -> at most {r['tokens_per_s']:.4g} tokens/s"
+            + (" (AllReduces not included, see `hwlab napkin tp`)" if tp > 1 else "")
+        )
+    if r["ridge_dense"] or r["ridge_sparse"]:
+        parts = []
+        if r["ridge_dense"]:
+            parts.append(f"dense {r['dense_tflops']:g} TFLOP/s -> {r['ridge_dense']:.4g}")
+        if r["ridge_sparse"]:
+            parts.append(f"sparse {r['sparse_tflops']:g} TFLOP/s -> {r['ridge_sparse']:.4g}")
+        steps.append("ridge point (FLOP/byte, peak / bandwidth): " + "; ".join(parts))
+    return steps
+
+
+def write_napkin_decode(csv: str, md: str, *, catalog_path: str) -> None:
+    """Snakemake entry: tables/napkin_decode.{csv,md} from the hardware catalog."""
+    import pandas as pd
+
+    from hwlab import catalog as cat
+    from hwlab.io import write_table, write_text
+
+    entries = cat.load(catalog_path)
+    rows = decode_table_rows(entries)
+    write_table(pd.DataFrame(rows), csv)
+    write_text(md, decode_markdown(rows, writeup_decode_check(entries)))

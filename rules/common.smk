@@ -293,7 +293,7 @@ def allreduce_targets():
 
 
 def findings_targets():
-    return []
+    return [f"{RES}/tables/napkin_decode.csv", f"{RES}/tables/napkin_decode.md"]
 
 
 # ---- targets -------------------------------------------------------------------------

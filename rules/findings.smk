@@ -3,6 +3,7 @@
 
 localrules:
     roofline,
+    napkin_decode,
 
 
 rule roofline:
@@ -31,3 +32,23 @@ rule roofline:
         ENV
     script:
         "../scripts/roofline.py"
+
+
+rule napkin_decode:
+    """§4, §5, §7, §8: decode napkin for every catalog device x model size x precision."""
+    input:
+        catalog=repo_path("config/hardware.yaml"),
+        code=code("napkin", "catalog", "formulas", "io"),
+    output:
+        csv=report(
+            f"{RES}/tables/napkin_decode.csv",
+            caption="../report/napkin_decode.rst",
+            category="Napkin models",
+        ),
+        md=f"{RES}/tables/napkin_decode.md",
+    log:
+        f"{RES}/logs/napkin_decode.log",
+    conda:
+        ENV
+    script:
+        "../scripts/napkin_decode.py"

@@ -1,0 +1,128 @@
+"""Decode napkin (§4, §5, §7, §8) against the writeup's worked numbers, and its CLI."""
+
+import subprocess
+import sys
+
+import pandas as pd
+import pytest
+from helpers import REPO
+
+from hwlab import catalog as cat
+from hwlab import napkin as N
+
+ENTRIES = cat.load()
+
+
+def row(device, params_b, prec="bf16"):
+    e = ENTRIES[device]
+    p = N.precision(prec)
+    return N.decode_napkin(
+        params_b,
+        p,
+        e["memory_gb"],
+        e["mem_bw_gbps"],
+        N.compute_peak(e, p),
+        N.compute_peak(e, p, sparse=True),
+    )
+
+
+def test_3b_bf16_on_h100_is_1_79_ms():
+    r = row("h100_sxm", 3)
+    assert r["weight_gb"] == 6
+    assert r["step_ms"] == pytest.approx(1.79, abs=0.005)
+    assert r["tokens_per_s"] == pytest.approx(1000 / 1.791, rel=1e-3)
+
+
+def test_70b_bf16_fits_m3_ultra_not_a100():
+    assert row("m3_ultra", 70)["fits"] is True
+    a100 = row("a100_80gb", 70)
+    assert a100["fits"] is False and a100["min_tp"] == 2
+    assert row("h100_sxm", 70)["fits"] is False
+
+
+def test_rtx5080_ridge_117():
+    r = row("rtx5080", 3)
+    assert r["ridge_dense"] == pytest.approx(117.3, abs=0.1)
+    assert r["ridge_sparse"] == pytest.approx(234.5, abs=0.1)
+
+
+def test_b200_decode_2_4x_h100():
+    assert row("h100_sxm", 3)["step_ms"] / row("b200", 3)["step_ms"] == pytest.approx(
+        2.39, abs=0.01
+    )
+
+
+def test_precisions_halve_the_bytes():
+    assert row("h100_sxm", 70, "fp8")["weight_gb"] == 70
+    assert row("h100_sxm", 70, "int4")["weight_gb"] == 35
+    assert row("h100_sxm", 70, "fp8")["fits"] is True
+    # fp8 math uses the fp8 peak: twice bf16's on Hopper, so twice the ridge
+    assert row("h100_sxm", 3, "fp8")["ridge_dense"] == pytest.approx(
+        2 * row("h100_sxm", 3)["ridge_dense"], rel=1e-3
+    )
+    with pytest.raises(ValueError):
+        N.precision("fp6")
+
+
+def test_min_tp():
+    assert N.min_tp_to_fit(140, 80) == 2
+    assert N.min_tp_to_fit(810, 80) == 16
+    assert N.min_tp_to_fit(10, 80) == 1
+    assert N.min_tp_to_fit(1e6, 1) is None
+
+
+def test_table_covers_every_device_model_precision():
+    df = pd.DataFrame(N.decode_table_rows(ENTRIES))
+    assert len(df) == len(ENTRIES) * len(N.NAPKIN_MODELS_B) * len(N.PRECISIONS)
+    for col in (
+        "device",
+        "model",
+        "params_b",
+        "dtype",
+        "weight_gb",
+        "fits",
+        "min_tp",
+        "step_ms",
+        "tokens_per_s",
+    ):
+        assert col in df.columns
+
+
+def test_writeup_claims_checked():
+    checks = {c["claim"][:14]: c for c in N.writeup_decode_check(ENTRIES)}
+    assert all(c["follows"] for k, c in checks.items() if "30 tok/s" not in c["claim"])
+    m3 = next(c for c in checks.values() if "30 tok/s" in c["claim"])
+    assert m3["follows"] is False and "5.71 tok/s" in m3["napkin"]
+
+
+def _cli(*args):
+    return subprocess.run(
+        [sys.executable, "-m", "hwlab.cli", "napkin", "decode", *args],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        timeout=60,
+    )
+
+
+def test_cli_one_device_steps():
+    p = _cli("--params-b", "3", "--device", "h100_sxm")
+    assert p.returncode == 0, p.stderr
+    assert "6 GB / 3350 GB/s = 1.79 ms" in p.stdout
+    assert "ridge point" in p.stdout
+
+
+def test_cli_all_devices_and_custom():
+    p = _cli("--params-b", "70", "--dtype", "int4")
+    assert p.returncode == 0 and "jetson_thor" in p.stdout and "h100_sxm" in p.stdout
+    p = _cli("--params-b", "7", "--bandwidth", "100", "--memory", "16")
+    assert p.returncode == 0 and "14 GB / 100 GB/s = 140 ms" in p.stdout
+    p = _cli("--params-b", "7", "--bandwidth", "100", "--memory", "8")
+    assert p.returncode == 0 and "14 GB / TP 2 / 100 GB/s = 70 ms" in p.stdout
+
+
+def test_cli_bad_input():
+    p = _cli("--params-b", "7", "--device", "tpu")
+    assert p.returncode == 2 and "'tpu' is not in the catalog" in p.stderr
+    p = _cli("--params-b", "7", "--bandwidth", "100")
+    assert p.returncode == 2 and "go together" in p.stderr
