@@ -1,6 +1,11 @@
 """Lab 3: AllReduce sweep through torchrun (gloo on CPU, NCCL on GPUs), TP napkin math (§6)."""
 
 
+localrules:
+    allreduce_table,
+    napkin_tp,
+
+
 rule allreduce:
     """One AllReduce sweep over message sizes for one backend and world size."""
     input:

@@ -215,6 +215,7 @@ def ncu_gemm_params(wildcards):
 
 def ncu_targets():
     out = [f"{RES}/tables/{t}" for t in ("ncu.csv", "ncu_lab1b.md", "ncu_lab1b.csv")]
+    out += [f"{RES}/figures/ncu_lab1b.png", f"{RES}/figures/ncu_lab1b.svg"]
     if config["ncu"]["gemm_M"]:
         out += [f"{RES}/tables/ncu_gemm.csv", f"{RES}/tables/ncu_gemm.md"]
     return out

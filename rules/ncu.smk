@@ -6,6 +6,12 @@ written) is the declared output and names its report; the table rules read both.
 """
 
 
+localrules:
+    ncu_tables,
+    ncu_gemm_table,
+    ncu_figure,
+
+
 rule ncu_capture:
     """Decode steps at one batch under ncu (attention kernels), or the reason it skipped."""
     input:
@@ -96,3 +102,24 @@ rule ncu_gemm_table:
         ENV
     script:
         "../scripts/ncu_gemm_table.py"
+
+
+rule ncu_figure:
+    """Lab 1b figure: Speed-of-Light per batch and the batch-over-batch multipliers."""
+    input:
+        lab1b=rules.ncu_tables.output.lab1b,
+        records=ncu_capture_files(),
+        code=code("ncu_plot", "figures", "io"),
+    output:
+        png=report(
+            f"{RES}/figures/ncu_lab1b.png",
+            caption="../report/ncu_figure.rst",
+            category="Lab 1b — Nsight Compute",
+        ),
+        svg=f"{RES}/figures/ncu_lab1b.svg",
+    log:
+        f"{RES}/logs/ncu_figure.log",
+    conda:
+        ENV
+    script:
+        "../scripts/ncu_figure.py"
