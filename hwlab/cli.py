@@ -14,6 +14,7 @@ import sys
 
 COMMAND_MODULES = [
     "hwlab.cli_catalog",
+    "hwlab.inventory",
 ]
 
 

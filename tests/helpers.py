@@ -27,6 +27,15 @@ TINY = {
         "iters": 3,
         "flush_mb": 8,
     },
+    # decode: the CPU default's tiny Qwen2-shaped model, two batches, a few steps
+    "decode": {
+        "batches": [1, 2],
+        "prompt_len": 16,
+        "new_tokens": 6,
+        "warmup_steps": 2,
+        "profile_steps": 2,
+        "lab1a_batches": [1, 2],
+    },
 }
 
 
