@@ -116,6 +116,15 @@ def test_measurements_never_overlap_with_decode(tiny_run):
         assert a["end"] <= b["start"], (a, b)
 
 
+def test_noop_rerun_of_the_decode_stage(tiny_run):
+    wd, cfg, _ = tiny_run
+    proc = smk(
+        wd, "results/tiny/tables/decode.csv", "results/tiny/tables/lab1a.md", "-n", configfile=cfg
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert "Nothing to be done" in proc.stdout + proc.stderr
+
+
 def test_adding_a_batch_reruns_one_decode_job(tiny_run, tmp_path):
     wd, _, _ = tiny_run
     cfg = yaml.safe_load(yaml.safe_dump(TINY))
