@@ -16,6 +16,7 @@ COMMAND_MODULES = [
     "hwlab.cli_catalog",
     "hwlab.ncu",
     "hwlab.cli_napkin",
+    "hwlab.inventory",
 ]
 
 

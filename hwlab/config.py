@@ -91,6 +91,14 @@ def semantic_errors(config: dict[str, Any], root: Path, catalog_keys: Iterable[s
         errors.append(
             f"decode.lab1a_batches: {missing} not among decode.batches {decode.get('batches')}."
         )
+    if decode.get("new_tokens", 1) <= decode.get("warmup_steps", 0):
+        errors.append(
+            f"decode.new_tokens: {decode.get('new_tokens')} leaves no step to time after "
+            f"decode.warmup_steps = {decode.get('warmup_steps')} (must be larger)."
+        )
+    classes = decode.get("kernel_classes")
+    if classes and not (root / classes).is_file():
+        errors.append(f"decode.kernel_classes: {classes!r} does not exist.")
 
     gemm = config.get("gemm", {})
     ncu = config.get("ncu", {})

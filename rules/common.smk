@@ -135,31 +135,85 @@ def peaks_params(wildcards):
 
 
 # ---- model and decode (Lab 1a, §5) ---------------------------------------------------
+MODEL_DIR = f"resources/models/{config['model']['name']}"
+
+
+def model_inputs(wildcards=None):
+    """Files the model manifest depends on: the architecture file for source random."""
+    m = config["model"]
+    return {"arch": repo_path(m["arch"])} if m["source"] == "random" else {}
+
+
+def model_params(wildcards=None):
+    """Only what identifies the model: the seed matters for random weights, not for hub."""
+    m = config["model"]
+    p = dict(name=m["name"], source=m["source"])
+    if m["source"] == "random":
+        p.update(arch=m["arch"], seed=config["seed"])
+    else:
+        p.update(repo=m["repo"], revision=m["revision"])
+    return p
+
+
+def decode_params(wildcards):
+    d = config["decode"]
+    return dict(
+        batch=int(wildcards.batch),
+        prompt_len=d["prompt_len"],
+        new_tokens=d["new_tokens"],
+        warmup_steps=d["warmup_steps"],
+        profile_steps=d["profile_steps"],
+        memory_cap_mb=d["memory_cap_mb"],
+        nvml_interval_ms=d["nvml_interval_ms"],
+        dtype=config["model"]["dtype"],
+        seed=config["seed"],
+    )
+
+
+def decode_batch_files(kind):
+    """Per-batch files of the sweep: kind json or kernels."""
+    suffix = {"json": "json", "kernels": "kernels.csv"}[kind]
+    return [f"{RES}/decode/b{b}.{suffix}" for b in config["decode"]["batches"]]
+
+
+def decode_tables_params(wildcards=None):
+    return dict(lab1a_batches=config["decode"]["lab1a_batches"])
 
 
 def decode_targets():
-    return []
+    return [
+        f"{RES}/tables/{t}"
+        for t in (
+            "decode.csv",
+            "decode.md",
+            "kernel_inventory.csv",
+            "kernel_classes.csv",
+            "lab1a.md",
+        )
+    ] + [
+        f"{RES}/figures/{f}.{ext}"
+        for f in ("decode_sweep", "kernel_classes")
+        for ext in ("png", "svg")
+    ]
 
 
 # ---- Nsight Compute (Lab 1b) -----------------------------------------------------------
 NCU_METRICS = repo_path("config/ncu_metrics.yaml")
 
 
-def ncu_model_manifest():
-    """The model rule's output (rules/model.smk): what the decode capture target loads."""
-    return f"resources/models/{config['model']['name']}/manifest.json"
-
-
-def ncu_manifest_input(wildcards):
-    """The manifest as an input when the workflow defines the model rule, else nothing
-    (the capture then skips without a GPU, or fails saying the manifest is missing)."""
-    return ncu_model_manifest() if workflow.is_rule("model") else []
-
-
 def ncu_code():
-    """Modules the capture job and its target process run (model/decode where present)."""
-    mods = code("ncu_capture", "ncu_target", "ncu", "gemm", "dtypes", "device", "io")
-    return mods + [p for p in code("model", "decode")[1:] if Path(p).is_file()]
+    """Modules the capture job and its target process run."""
+    return code(
+        "ncu_capture",
+        "ncu_target",
+        "ncu",
+        "gemm",
+        "dtypes",
+        "device",
+        "io",
+        "model",
+        "decode",
+    )
 
 
 def ncu_capture_files():

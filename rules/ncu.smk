@@ -17,7 +17,7 @@ rule ncu_capture:
     input:
         device=rules.device.output.device,
         metrics=NCU_METRICS,
-        manifest=ncu_manifest_input,
+        manifest=rules.model.output.manifest,
         code=ncu_code(),
     output:
         record=f"{RES}/ncu/b{{batch}}.json",

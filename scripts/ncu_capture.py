@@ -12,6 +12,6 @@ capture_decode(
     snakemake.output.record,
     device_json=snakemake.input.device,
     mapping_path=snakemake.input.metrics,
-    manifest=snakemake.input.get("manifest") or None,
+    manifest=snakemake.input.manifest,
     **snakemake.params.capture,
 )

@@ -34,6 +34,15 @@ TINY = {
         "warmup": 1,
         "iters": 3,
     },
+    # decode: the CPU default's tiny Qwen2-shaped model, two batches, a few steps
+    "decode": {
+        "batches": [1, 2],
+        "prompt_len": 16,
+        "new_tokens": 6,
+        "warmup_steps": 2,
+        "profile_steps": 2,
+        "lab1a_batches": [1, 2],
+    },
 }
 
 

@@ -1,0 +1,446 @@
+"""Decode profiling at one batch size: TPOT, throughput, memory, kernel inventory, GPU-Util.
+
+Method (one job per batch, one process; see the writeup's §5 and Lab 1a):
+- Model: :func:`hwlab.model.load` (sdpa attention, eval, ``torch.inference_mode``). Prompt:
+  ``prompt_len`` random token ids per sequence (seeded); decoding is greedy with a KV cache
+  (transformers' ``DynamicCache``), every sequence the same length, no padding.
+- Warmup: one untimed prefill and decode step (first-call costs: allocator, kernels,
+  libraries) before anything is timed.
+- Timed run: a fresh prefill, timed alone (device timer, then a synchronize), then
+  ``new_tokens`` decode steps, each step between a pair of device markers
+  (:meth:`hwlab.device.Device.event_pair`: CUDA events on a GPU, so there is no
+  synchronize between steps; perf_counter_ns on a CPU). The first ``warmup_steps`` steps
+  are dropped; TPOT is the median with p10 / p90 of the rest, tokens/s = batch / median
+  TPOT. Peak memory: CUDA ``max_memory_allocated`` since the timed run began; CPU the
+  process's peak RSS (it includes the Python/torch baseline, recorded beside it).
+- GPU-Util: on a GPU a background thread samples NVML utilisation every
+  ``nvml_interval_ms`` during the kept decode steps (NVML's value is the fraction of its
+  own sample period, 1/6 s to 1 s, in which any kernel ran: busy, not productive).
+- Napkin inputs: weight bytes (unique parameters x dtype size; a tied embedding is read
+  once, by the lm_head) and the K/V bytes the kept steps read (the whole context of each
+  step), averaged per step. The aggregation divides them by the device's bandwidth.
+- Kernel inventory: after the timed run, torch.profiler (``record_shapes=True``) records a
+  fresh prefill and ``profile_steps`` decode steps, each inside an annotation
+  (``hwlab::prefill`` / ``hwlab::decode_step``); the chrome trace is kept (gzipped, opens
+  in Perfetto) and read back by :mod:`hwlab.inventory`. Profiling never overlaps timing.
+- Out of memory (``torch.OutOfMemoryError`` on a GPU; on a CPU an allocation failure,
+  possibly under the ``memory_cap_mb`` address-space cap this job sets on itself before the
+  model is built) yields a record with ``status: oom`` and its reason, empty inventory
+  files, and the job succeeds so the sweep goes on.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import gzip
+import json
+import logging
+import os
+import resource
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from hwlab import formulas as F
+from hwlab.device import Device
+from hwlab.dtypes import MODEL_DTYPES
+from hwlab.inventory import kernel_rows, load_trace, write_kernels_csv
+from hwlab.io import OK, OOM, atomic_path, read_json, record, with_window, write_json
+
+log = logging.getLogger("hwlab.decode")
+
+PREFILL, DECODE = "hwlab::prefill", "hwlab::decode_step"
+CPU_NVML_REASON = "device is a CPU: NVML GPU-Util exists for NVIDIA GPUs only"
+CPU_OOM_MARKERS = ("can't allocate memory", "cannot allocate memory", "not enough memory")
+
+
+# ---- the API the decode and ncu jobs share ----------------------------------------------
+
+
+def random_prompt(batch: int, prompt_len: int, vocab_size: int, seed: int, device) -> torch.Tensor:
+    """[batch, prompt_len] int64 token ids, uniform over the vocabulary, seeded (CPU draw)."""
+    gen = torch.Generator(device="cpu").manual_seed(seed)
+    ids = torch.randint(0, vocab_size, (batch, prompt_len), generator=gen, dtype=torch.int64)
+    return ids.to(device)
+
+
+def _accepts_logits_to_keep(model) -> bool:
+    import inspect
+
+    return "logits_to_keep" in inspect.signature(model.forward).parameters
+
+
+@torch.inference_mode()
+def prefill(model, input_ids: torch.Tensor) -> tuple[object, torch.Tensor]:
+    """Run the prompt through the model; returns (KV cache, greedy next ids [batch, 1]).
+    Only the last position's logits are computed (``logits_to_keep=1``), as generate does."""
+    kw = {"logits_to_keep": 1} if _accepts_logits_to_keep(model) else {}
+    out = model(input_ids=input_ids, use_cache=True, **kw)
+    return out.past_key_values, out.logits[:, -1, :].argmax(dim=-1, keepdim=True)
+
+
+@torch.inference_mode()
+def decode_step(model, cache, next_ids: torch.Tensor) -> torch.Tensor:
+    """One greedy decode step for every sequence; the cache grows in place."""
+    out = model(input_ids=next_ids, past_key_values=cache, use_cache=True)
+    return out.logits[:, -1, :].argmax(dim=-1, keepdim=True)
+
+
+# ---- memory cap and OOM ------------------------------------------------------------------
+
+
+def address_space_bytes() -> int:
+    """This process's current virtual size (VmSize), the quantity RLIMIT_AS limits."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmSize:"):
+            return int(line.split()[1]) * 1024
+    raise OSError("no VmSize in /proc/self/status")
+
+
+def apply_memory_cap(cap_mb: int) -> dict[str, int]:
+    """Let this process grow by at most ``cap_mb`` MiB of address space from now on
+    (RLIMIT_AS = current VmSize + cap). Larger allocations then fail like a full machine."""
+    now = address_space_bytes()
+    limit = now + cap_mb * 1024**2
+    _, hard = resource.getrlimit(resource.RLIMIT_AS)
+    if hard != resource.RLIM_INFINITY:
+        limit = min(limit, hard)
+    resource.setrlimit(resource.RLIMIT_AS, (limit, hard))
+    return {"cap_mb": cap_mb, "vm_at_cap_bytes": now, "rlimit_as_bytes": limit}
+
+
+def is_oom(exc: BaseException, dev: Device) -> bool:
+    """Out of memory on this device: torch's OOM types, MemoryError, or a CPU allocation
+    failure (torch raises RuntimeError "... can't allocate memory ...")."""
+    if isinstance(exc, dev.oom_errors):
+        return True
+    msg = str(exc).lower()
+    return isinstance(exc, RuntimeError) and any(m in msg for m in CPU_OOM_MARKERS)
+
+
+# ---- GPU-Util (NVML) ---------------------------------------------------------------------
+
+
+class UtilSampler:
+    """Samples NVML GPU utilisation in a background thread between start() and stop()."""
+
+    def __init__(self, dev: Device, interval_ms: int):
+        self.dev = dev
+        self.interval_s = interval_ms / 1e3
+        self.samples: list[int] = []
+        self.reason: str | None = None if dev.is_cuda else CPU_NVML_REASON
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._nvml = None
+        self._dev_handle = None
+
+    def _handle(self):
+        nvml = self._nvml
+        props = torch.cuda.get_device_properties(self.dev.torch_device)
+        bus = getattr(props, "pci_bus_id", None)
+        if bus is not None:  # NVML and CUDA may number devices differently
+            busid = f"{props.pci_domain_id:08x}:{bus:02x}:{props.pci_device_id:02x}.0"
+            try:
+                return nvml.nvmlDeviceGetHandleByPciBusId_v2(busid)
+            except nvml.NVMLError:
+                pass
+        return nvml.nvmlDeviceGetHandleByIndex(self.dev.torch_device.index or 0)
+
+    def prepare(self) -> None:
+        """Open NVML and find the device (before the timed loop: it takes milliseconds)."""
+        if self.reason:
+            return
+        try:
+            import pynvml
+
+            pynvml.nvmlInit()
+            self._nvml = pynvml
+            self._dev_handle = self._handle()
+        except Exception as e:  # no driver library, no permission: record why, go on
+            self.reason = f"NVML unavailable: {type(e).__name__}: {e}"
+
+    def start(self) -> None:
+        """Start sampling in the background (call prepare() first)."""
+        if self.reason or self._nvml is None:
+            return
+        pynvml, handle = self._nvml, self._dev_handle
+
+        def run() -> None:
+            while not self._stop.is_set():
+                try:
+                    self.samples.append(int(pynvml.nvmlDeviceGetUtilizationRates(handle).gpu))
+                except pynvml.NVMLError as e:
+                    self.reason = f"NVML sampling failed: {e}"
+                    return
+                self._stop.wait(self.interval_s)
+
+        self._thread = threading.Thread(target=run, name="nvml-sampler", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> dict[str, Any]:
+        if self._thread is not None:
+            self._stop.set()
+            self._thread.join()
+        if self._nvml is not None:
+            with contextlib.suppress(Exception):
+                self._nvml.nvmlShutdown()
+        s = self.samples
+        if not s and self.reason is None:
+            self.reason = "no NVML sample was taken during the timed steps"
+        return {
+            "gpu_util_mean_pct": sum(s) / len(s) if s else None,
+            "gpu_util_max_pct": max(s) if s else None,
+            "gpu_util_samples": len(s),
+            "gpu_util_interval_ms": self.interval_s * 1e3,
+            "gpu_util_reason": self.reason,
+            "gpu_util_raw": s,
+        }
+
+
+# ---- derived numbers -----------------------------------------------------------------------
+
+
+def model_geometry(arch: dict[str, Any]) -> dict[str, int]:
+    heads = int(arch["num_attention_heads"])
+    return {
+        "layers": int(arch["num_hidden_layers"]),
+        "kv_heads": int(arch.get("num_key_value_heads") or heads),
+        "head_dim": int(arch.get("head_dim") or int(arch["hidden_size"]) // heads),
+    }
+
+
+def napkin_bytes(
+    *,
+    param_count: int,
+    dtype: str,
+    batch: int,
+    prompt_len: int,
+    kept_steps: range,
+    geometry: dict[str, int],
+) -> dict[str, float]:
+    """Bytes one decode step must read at least: all weights, plus the K/V of the context
+    (prompt + tokens so far, the new one included) averaged over the kept steps."""
+    nbytes = MODEL_DTYPES[dtype]
+    weights = F.weight_bytes(param_count, nbytes)
+    kv = [
+        F.kv_cache_bytes(batch, prompt_len + i + 1, bytes_per_el=nbytes, **geometry)
+        for i in kept_steps
+    ]
+    return {"weight_bytes": weights, "kv_bytes_per_step": sum(kv) / len(kv) if kv else 0.0}
+
+
+def tpot_stats(step_s: list[float], warmup_steps: int, batch: int) -> dict[str, Any]:
+    """TPOT statistics (ms) of the kept steps and the decode throughput they imply."""
+    kept = step_s[warmup_steps:]
+    if not kept:
+        raise ValueError(
+            f"decode.new_tokens must exceed decode.warmup_steps ({warmup_steps}): "
+            "no decode step is left to time"
+        )
+    p50 = F.median(kept)
+    return {
+        "tpot_ms_p50": p50 * 1e3,
+        "tpot_ms_p10": F.quantile(kept, 0.1) * 1e3,
+        "tpot_ms_p90": F.quantile(kept, 0.9) * 1e3,
+        "tokens_per_s": batch / p50,
+        "timed_steps": len(kept),
+        "tpot_ms_steps": [s * 1e3 for s in step_s],
+    }
+
+
+# ---- the measurement ---------------------------------------------------------------------
+
+
+def _profile(dev: Device, model, prompt, profile_steps: int, trace_out: str) -> list[dict]:
+    """Record a prefill and ``profile_steps`` decode steps; write the gzipped trace; return
+    the inventory rows read back from it."""
+    import tempfile
+
+    from torch.profiler import ProfilerActivity, profile, record_function
+
+    acts = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if dev.is_cuda else [])
+    with profile(activities=acts, record_shapes=True) as prof:
+        with record_function(PREFILL):
+            cache, nxt = prefill(model, prompt)
+        for _ in range(profile_steps):
+            with record_function(DECODE):
+                nxt = decode_step(model, cache, nxt)
+        dev.synchronize()
+    with tempfile.TemporaryDirectory() as tmpdir:
+        raw = Path(tmpdir) / "trace.json"
+        prof.export_chrome_trace(str(raw))
+        with (
+            atomic_path(trace_out) as tmp,
+            open(raw, "rb") as src,
+            gzip.open(tmp, "wb", compresslevel=6) as dst,
+        ):
+            while chunk := src.read(1 << 20):
+                dst.write(chunk)
+    return kernel_rows(load_trace(trace_out))
+
+
+def measure_batch(
+    dev: Device,
+    model,
+    *,
+    batch: int,
+    prompt_len: int,
+    new_tokens: int,
+    warmup_steps: int,
+    profile_steps: int,
+    seed: int,
+    nvml_interval_ms: int,
+    trace_out: str,
+) -> tuple[dict[str, Any], list[dict]]:
+    """Time and profile decoding at ``batch``; returns (measured fields, inventory rows)."""
+    vocab = int(model.config.vocab_size)
+    prompt = random_prompt(batch, prompt_len, vocab, seed, dev.torch_device)
+
+    cache, nxt = prefill(model, prompt)  # warmup, untimed
+    decode_step(model, cache, nxt)
+    del cache, nxt
+    dev.synchronize()
+
+    dev.reset_peak_memory()
+    start, stop = dev.event_pair()
+    start.record()
+    cache, nxt = prefill(model, prompt)
+    stop.record()
+    dev.synchronize()
+    prefill_s = dev.elapsed_s(start, stop)
+
+    marks = [dev.event_pair() for _ in range(new_tokens)]
+    sampler = UtilSampler(dev, nvml_interval_ms)
+    sampler.prepare()
+    for i, (s, e) in enumerate(marks):
+        if i == warmup_steps:
+            sampler.start()
+        s.record()
+        nxt = decode_step(model, cache, nxt)
+        e.record()
+    dev.synchronize()
+    util = sampler.stop()
+    steps = [dev.elapsed_s(s, e) for s, e in marks]
+    peak = dev.peak_memory_bytes()
+    del cache, nxt
+
+    rows = _profile(dev, model, prompt, profile_steps, trace_out)
+    fields = {
+        "prefill_ms": prefill_s * 1e3,
+        **tpot_stats(steps, warmup_steps, batch),
+        "peak_mem_mb": peak / 1024**2,
+        **util,
+    }
+    return fields, rows
+
+
+def _empty_trace(path: str, status: str, reason: str) -> None:
+    data = {"traceEvents": [], "hwlab": {"status": status, "reason": reason}}
+    with atomic_path(path) as tmp, gzip.open(tmp, "wt") as fh:
+        json.dump(data, fh)
+
+
+def _rss_bytes() -> int:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) * 1024
+    return 0
+
+
+def run_batch(
+    *,
+    out_json: str,
+    out_kernels: str,
+    out_trace: str,
+    device_json: str,
+    manifest: str,
+    threads: int,
+    batch: int,
+    prompt_len: int,
+    new_tokens: int,
+    warmup_steps: int,
+    profile_steps: int,
+    memory_cap_mb: int,
+    nvml_interval_ms: int,
+    dtype: str,
+    seed: int,
+) -> dict[str, Any]:
+    """The decode job: build the model, measure one batch, write its three files."""
+    # weights come from the manifest, never from a download inside a measuring job
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    from hwlab import model as hwmodel
+
+    start = time.time()
+    info = read_json(device_json)
+    man = read_json(manifest)
+    dev = Device.from_info(info, threads)
+    if new_tokens <= warmup_steps:
+        raise ValueError(
+            f"decode.new_tokens ({new_tokens}) must exceed decode.warmup_steps "
+            f"({warmup_steps}): no decode step would be left to time"
+        )
+    geometry = model_geometry(man["arch"])
+    meta = {
+        "batch": batch,
+        "model": man["name"],
+        "model_source": man["source"],
+        "param_count": man["param_count"],
+        "dtype": dtype,
+        "prompt_len": prompt_len,
+        "new_tokens": new_tokens,
+        "warmup_steps": warmup_steps,
+        "profile_steps": profile_steps,
+        "device_kind": dev.kind,
+        "device_name": info.get("name"),
+        "threads": dev.threads if not dev.is_cuda else None,
+        "timer": "cuda_events" if dev.is_cuda else "perf_counter_ns",
+        "peak_mem_kind": "torch.cuda.max_memory_allocated"
+        if dev.is_cuda
+        else "process peak RSS (ru_maxrss)",
+        **geometry,
+        **napkin_bytes(
+            param_count=man["param_count"],
+            dtype=dtype,
+            batch=batch,
+            prompt_len=prompt_len,
+            kept_steps=range(warmup_steps, new_tokens),
+            geometry=geometry,
+        ),
+    }
+    if not dev.is_cuda:
+        meta["baseline_rss_mb"] = _rss_bytes() / 1024**2
+    if memory_cap_mb and not dev.is_cuda:
+        meta["memory_cap"] = apply_memory_cap(memory_cap_mb)
+    try:
+        model = hwmodel.load(manifest, dtype=dtype, device=str(dev.torch_device), seed=seed)
+        fields, rows = measure_batch(
+            dev,
+            model,
+            batch=batch,
+            prompt_len=prompt_len,
+            new_tokens=new_tokens,
+            warmup_steps=warmup_steps,
+            profile_steps=profile_steps,
+            seed=seed,
+            nvml_interval_ms=nvml_interval_ms,
+            trace_out=out_trace,
+        )
+        rec = record(OK, None, **meta, **fields)
+    except (RuntimeError, MemoryError) as e:
+        if not is_oom(e, dev):
+            raise
+        reason = f"out of memory at batch {batch}: {str(e).splitlines()[0]}"
+        if meta.get("memory_cap"):
+            reason += f" (decode.memory_cap_mb = {memory_cap_mb} MiB)"
+        log.warning("%s", reason)
+        model = None
+        dev.empty_cache()
+        rec = record(OOM, reason, **meta)
+        rows = []
+        _empty_trace(out_trace, OOM, reason)
+    write_kernels_csv(out_kernels, rows)
+    write_json(out_json, with_window(rec, start))
+    return rec

@@ -1,0 +1,374 @@
+"""Lab 1a kernel inventory: read a torch.profiler chrome trace, time and classify its kernels.
+
+What is counted:
+- CUDA trace (it has ``kernel`` / ``gpu_memcpy`` / ``gpu_memset`` events): the device
+  duration of every kernel and copy, grouped by name. Kernels of different streams are
+  summed as they are (decode runs on one stream; no interval merging).
+- CPU trace (only ``cpu_op`` events): each aten op's *self* time, i.e. its duration minus
+  the durations of the ops nested directly inside it on the same thread. Summing self
+  times counts every microsecond of op time exactly once (``aten::linear`` does not count
+  the ``aten::addmm`` inside it again). Python time between ops is not op time and is not
+  counted. With ``record_shapes`` the rows M of a matmul's activation are read from the
+  op's input shapes, so a matmul with M = 1 can be told apart as a GEMV.
+- Phase: the hwlab profiler annotations (``hwlab::prefill``, ``hwlab::decode_step``) mark
+  which phase an event belongs to: a CPU op by its start time inside the annotation; a
+  kernel by the CPU-side launch (runtime call with the same ``correlation`` id) inside it,
+  falling back to the GPU-side annotation (``gpu_user_annotation``). Traces without hwlab
+  annotations have one phase, ``all``.
+Classes come from ordered regex rules (``config/kernel_classes.yaml``): first match wins.
+No torch import here: the ``hwlab inventory`` command reads traces made anywhere.
+"""
+
+from __future__ import annotations
+
+import bisect
+import gzip
+import json
+import math
+import os
+import re
+from collections import defaultdict
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+DEFAULT_RULES = Path(__file__).resolve().parent.parent / "config" / "kernel_classes.yaml"
+CLASSES = ("gemv", "tc_gemm", "gemm", "attention", "elementwise", "reduction", "memcpy", "other")
+ANNOTATIONS = {"hwlab::prefill": "prefill", "hwlab::decode_step": "decode"}
+PHASES = ("decode", "prefill", "all", "outside")
+DEVICE_CATS = ("kernel", "gpu_memcpy", "gpu_memset")
+LAUNCH_CATS = ("cuda_runtime", "cuda_driver")
+MATMUL_OPS = ("mm", "addmm", "bmm", "baddbmm", "matmul", "linear", "_addmm_activation")
+FIELDS = ("phase", "kernel", "rows", "calls", "time_us", "share")
+
+
+# ---- class rules ------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Rule:
+    cls: str
+    pattern: re.Pattern
+    rows: int | None = None
+
+    def matches(self, name: str, rows: int | None) -> bool:
+        if self.rows is not None and rows != self.rows:
+            return False
+        return self.pattern.search(name) is not None
+
+
+def parse_rules(data: Any, source: str = "kernel classes") -> list[Rule]:
+    """Rules from the YAML structure; every error names the rule and what is wrong."""
+    if not isinstance(data, dict) or not isinstance(data.get("rules"), list):
+        raise ValueError(f"{source}: expected a mapping with a list under 'rules'")
+    rules = []
+    for i, r in enumerate(data["rules"]):
+        where = f"{source}: rules[{i}]"
+        if not isinstance(r, dict) or "class" not in r or "pattern" not in r:
+            raise ValueError(f"{where}: each rule needs 'class' and 'pattern', got {r!r}")
+        unknown = set(r) - {"class", "pattern", "rows"}
+        if unknown:
+            raise ValueError(f"{where}: unknown key(s) {sorted(unknown)}")
+        if r["class"] not in CLASSES:
+            raise ValueError(f"{where}: class {r['class']!r} is not one of {', '.join(CLASSES)}")
+        try:
+            pattern = re.compile(str(r["pattern"]), re.IGNORECASE)
+        except re.error as e:
+            raise ValueError(f"{where}: pattern {r['pattern']!r} is not a regex: {e}") from None
+        rows = r.get("rows")
+        if rows is not None and (not isinstance(rows, int) or rows < 1):
+            raise ValueError(f"{where}: rows must be a positive integer, got {rows!r}")
+        rules.append(Rule(r["class"], pattern, rows))
+    return rules
+
+
+def load_rules(path: str | os.PathLike = DEFAULT_RULES) -> list[Rule]:
+    with open(path) as fh:
+        return parse_rules(yaml.safe_load(fh), str(path))
+
+
+def classify(name: str, rows: int | None = None, rules: list[Rule] | None = None) -> str:
+    """Class of a kernel or op name (``rows``: M of a CPU matmul, if known)."""
+    for rule in rules if rules is not None else load_rules():
+        if rule.matches(name, rows):
+            return rule.cls
+    return "other"
+
+
+# ---- trace reading ----------------------------------------------------------------------
+
+
+def load_trace(path: str | os.PathLike) -> dict[str, Any]:
+    """A chrome trace (``.json`` or gzipped), as torch.profiler's export_chrome_trace writes."""
+    raw = Path(path).read_bytes()
+    if raw[:2] == b"\x1f\x8b":
+        raw = gzip.decompress(raw)
+    try:
+        data = json.loads(raw)
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise ValueError(f"{path}: not a JSON chrome trace ({e})") from None
+    if isinstance(data, list):  # the bare-array form of the chrome trace format
+        data = {"traceEvents": data}
+    if not isinstance(data, dict) or not isinstance(data.get("traceEvents"), list):
+        raise ValueError(f"{path}: no 'traceEvents' list: not a torch.profiler chrome trace")
+    return data
+
+
+def matmul_rows(op: str, dims: list | None) -> int | None:
+    """Rows M of a matmul op's activation from its input shapes, or None if unknown."""
+    if not dims or not op.startswith("aten::"):
+        return None
+    base = op[len("aten::") :]
+    if base not in MATMUL_OPS:
+        return None
+    try:
+        if base in ("addmm", "_addmm_activation"):  # (bias, mat1[M,K], mat2[K,N])
+            return int(dims[1][0])
+        if base == "mm":
+            return int(dims[0][0])
+        if base == "bmm":  # [B, M, K]
+            return int(dims[0][1])
+        if base == "baddbmm":  # (input, batch1[B, M, K], batch2)
+            return int(dims[1][1])
+        # linear / matmul: every leading dimension of the activation is a row
+        shape = dims[0]
+        return int(math.prod(shape[:-1])) if len(shape) >= 2 else 1
+    except (IndexError, TypeError, ValueError):
+        return None
+
+
+class _Windows:
+    """Sorted, non-overlapping (start, end, phase) windows; which one holds a time."""
+
+    def __init__(self, windows: Iterable[tuple[float, float, str]]):
+        self.w = sorted(windows)
+        self.starts = [w[0] for w in self.w]
+
+    def __bool__(self) -> bool:
+        return bool(self.w)
+
+    def phase(self, t: float) -> str | None:
+        i = bisect.bisect_right(self.starts, t) - 1
+        if i >= 0 and t <= self.w[i][1]:
+            return self.w[i][2]
+        return None
+
+
+def _window(e: dict[str, Any]) -> tuple[float, float, str]:
+    ts = float(e["ts"])
+    return (ts, ts + float(e.get("dur", 0)), ANNOTATIONS[e["name"]])
+
+
+def _complete(events: list, cats: Iterable[str]) -> list[dict[str, Any]]:
+    cats = set(cats)
+    return [e for e in events if e.get("ph") == "X" and e.get("cat") in cats and "ts" in e]
+
+
+def _cpu_self_times(ops: list[dict[str, Any]]) -> list[float]:
+    """Self time of each op (µs): its duration minus its direct children's, per thread."""
+    self_us = [float(e.get("dur", 0)) for e in ops]
+    by_thread: dict[Any, list[int]] = defaultdict(list)
+    for i, e in enumerate(ops):
+        by_thread[(e.get("pid"), e.get("tid"))].append(i)
+    eps = 1e-3  # chrome traces round to ns; a child may end a hair after its parent
+    for idx in by_thread.values():
+        idx.sort(key=lambda i: (float(ops[i]["ts"]), -float(ops[i].get("dur", 0))))
+        stack: list[tuple[float, int]] = []  # (end, index)
+        for i in idx:
+            ts = float(ops[i]["ts"])
+            end = ts + float(ops[i].get("dur", 0))
+            while stack and ts >= stack[-1][0] - eps:
+                stack.pop()
+            if stack:
+                self_us[stack[-1][1]] -= float(ops[i].get("dur", 0))
+            stack.append((end, i))
+    return [max(0.0, s) for s in self_us]
+
+
+def trace_source(trace: dict[str, Any]) -> str:
+    """``cuda`` if the trace has device events (kernels, copies), else ``cpu``."""
+    return "cuda" if _complete(trace["traceEvents"], DEVICE_CATS) else "cpu"
+
+
+def kernel_rows(trace: dict[str, Any]) -> list[dict[str, Any]]:
+    """The inventory of one trace: per (phase, kernel, rows) the calls, time and share of
+    the phase's total time (see the module docstring for what is timed)."""
+    events = trace["traceEvents"]
+    cpu_ann = [e for e in _complete(events, ["user_annotation"]) if e["name"] in ANNOTATIONS]
+    gpu_ann = [e for e in _complete(events, ["gpu_user_annotation"]) if e["name"] in ANNOTATIONS]
+    annotated = bool(cpu_ann or gpu_ann)
+    cpu_windows = _Windows(_window(e) for e in cpu_ann)
+    gpu_windows = _Windows(_window(e) for e in gpu_ann)
+
+    def phase_of(t: float | None, windows: _Windows) -> str:
+        if not annotated:
+            return "all"
+        p = windows.phase(t) if t is not None else None
+        return p or "outside"
+
+    items: list[tuple[str, str, int | None, float]] = []  # phase, name, rows, time
+    device = _complete(events, DEVICE_CATS)
+    if device:
+        launch_ts = {}
+        for e in _complete(events, LAUNCH_CATS):
+            corr = (e.get("args") or {}).get("correlation")
+            if corr is not None:
+                launch_ts[corr] = float(e["ts"])
+        for e in device:
+            corr = (e.get("args") or {}).get("correlation")
+            if corr in launch_ts and cpu_windows:
+                phase = phase_of(launch_ts[corr], cpu_windows)
+            else:
+                phase = phase_of(float(e["ts"]), gpu_windows)
+            items.append((phase, e["name"], None, float(e.get("dur", 0))))
+    else:
+        ops = _complete(events, ["cpu_op"])
+        for e, t in zip(ops, _cpu_self_times(ops), strict=True):
+            rows = matmul_rows(e["name"], (e.get("args") or {}).get("Input Dims"))
+            items.append((phase_of(float(e["ts"]), cpu_windows), e["name"], rows, t))
+
+    agg: dict[tuple[str, str, int | None], list[float]] = {}
+    for phase, name, rows, t in items:
+        a = agg.setdefault((phase, name, rows), [0, 0.0])
+        a[0] += 1
+        a[1] += t
+    totals: dict[str, float] = defaultdict(float)
+    for (phase, _, _), (_, t) in agg.items():
+        totals[phase] += t
+    out = [
+        {
+            "phase": phase,
+            "kernel": name,
+            "rows": rows,
+            "calls": calls,
+            "time_us": t,
+            "share": t / totals[phase] if totals[phase] else 0.0,
+        }
+        for (phase, name, rows), (calls, t) in agg.items()
+    ]
+    order = {p: i for i, p in enumerate(PHASES)}
+    out.sort(key=lambda r: (order.get(r["phase"], 9), -r["time_us"], r["kernel"]))
+    return out
+
+
+def classify_rows(rows: list[dict[str, Any]], rules: list[Rule]) -> list[dict[str, Any]]:
+    return [{**r, "class": classify(r["kernel"], _int_or_none(r.get("rows")), rules)} for r in rows]
+
+
+def class_shares(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Per phase, every class's time and share (classes with no time have share 0)."""
+    by: dict[str, dict[str, float]] = defaultdict(lambda: dict.fromkeys(CLASSES, 0.0))
+    for r in rows:
+        by[r["phase"]][r["class"]] += float(r["time_us"])
+    out = []
+    for phase, times in by.items():
+        total = sum(times.values())
+        for cls in CLASSES:
+            share = times[cls] / total if total else 0.0
+            out.append({"phase": phase, "class": cls, "time_us": times[cls], "share": share})
+    return out
+
+
+def _int_or_none(v: Any) -> int | None:
+    if v is None or v == "" or (isinstance(v, float) and math.isnan(v)):
+        return None
+    return int(v)
+
+
+# ---- per-batch CSV (the decode job's b{batch}.kernels.csv) ------------------------------
+
+
+def write_kernels_csv(path: str | os.PathLike, rows: list[dict[str, Any]]) -> None:
+    import csv
+
+    from hwlab.io import atomic_path
+
+    with atomic_path(path) as tmp, open(tmp, "w", newline="") as fh:
+        w = csv.DictWriter(fh, fieldnames=FIELDS)
+        w.writeheader()
+        for r in rows:
+            w.writerow({k: ("" if r.get(k) is None else r.get(k)) for k in FIELDS})
+
+
+def read_kernels_csv(path: str | os.PathLike) -> list[dict[str, Any]]:
+    import csv
+
+    with open(path, newline="") as fh:
+        return [
+            {
+                "phase": r["phase"],
+                "kernel": r["kernel"],
+                "rows": _int_or_none(r["rows"]),
+                "calls": int(r["calls"]),
+                "time_us": float(r["time_us"]),
+                "share": float(r["share"]),
+            }
+            for r in csv.DictReader(fh)
+        ]
+
+
+# ---- the `hwlab inventory` command ------------------------------------------------------
+
+
+def short_name(name: str, width: int = 70) -> str:
+    """A kernel name cut to ``width`` characters (template arguments are long)."""
+    return name if len(name) <= width else name[: width - 1] + "…"
+
+
+def _inventory(args) -> int:
+    from tabulate import tabulate
+
+    trace = load_trace(args.trace)
+    rules = load_rules(args.classes)
+    rows = classify_rows(kernel_rows(trace), rules)
+    if not rows:
+        print(f"{args.trace}: no kernels or ops in this trace")
+        return 0
+    source = trace_source(trace)
+    what = "device time of kernels" if source == "cuda" else "self time of aten ops (CPU)"
+    print(f"{args.trace}: {source} trace; shares of {what}\n")
+    shares = class_shares(rows)
+    for phase in [p for p in PHASES if any(r["phase"] == p for r in rows)]:
+        total = sum(r["time_us"] for r in rows if r["phase"] == phase)
+        print(f"## phase {phase}: {total / 1e3:.3f} ms")
+        cls = [
+            (s["class"], f"{100 * s['share']:.1f}%", f"{s['time_us'] / 1e3:.3f}")
+            for s in shares
+            if s["phase"] == phase and s["time_us"] > 0
+        ]
+        cls.sort(key=lambda c: -float(c[2]))
+        print(tabulate(cls, headers=["class", "share", "ms"]))
+        print()
+        top = [r for r in rows if r["phase"] == phase][: args.top]
+        table = [
+            (
+                short_name(r["kernel"], args.width),
+                "" if r["rows"] is None else r["rows"],
+                r["class"],
+                r["calls"],
+                f"{r['time_us']:.1f}",
+                f"{100 * r['share']:.1f}%",
+            )
+            for r in top
+        ]
+        print(tabulate(table, headers=["kernel", "M", "class", "calls", "µs", "share"]))
+        print()
+    return 0
+
+
+def register_cli(sub) -> None:
+    p = sub.add_parser(
+        "inventory",
+        help="class shares and top kernels of a torch.profiler chrome trace (.json / .json.gz)",
+        description="Kernel inventory (Lab 1a) of any torch.profiler chrome trace: the share "
+        "of each kernel class (gemv, tc_gemm, gemm, attention, elementwise, reduction, memcpy, "
+        "other) and the top kernels, per phase when the trace has hwlab's annotations.",
+    )
+    p.add_argument("trace", help="chrome trace from torch.profiler (export_chrome_trace)")
+    p.add_argument("--classes", default=str(DEFAULT_RULES), help="class rules (YAML)")
+    p.add_argument("--top", type=int, default=10, help="kernels listed per phase (default 10)")
+    p.add_argument("--width", type=int, default=70, help="kernel name width (default 70)")
+    p.set_defaults(func=_inventory)
