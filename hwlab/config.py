@@ -101,6 +101,10 @@ def semantic_errors(config: dict[str, Any], root: Path, catalog_keys: Iterable[s
         errors.append(f"decode.kernel_classes: {classes!r} does not exist.")
 
     gemm = config.get("gemm", {})
+    names = [sh.get("name") for sh in gemm.get("shapes", [])]
+    dup = sorted({n for n in names if names.count(n) > 1})
+    if dup:
+        errors.append(f"gemm.shapes: the name {dup[0]!r} is used more than once.")
     ncu = config.get("ncu", {})
     missing = [m for m in ncu.get("gemm_M", []) if m not in gemm.get("M", [])]
     if missing:

@@ -91,11 +91,16 @@ def measure_threads(wildcards=None):
 
 
 # ---- GEMM sweep ----------------------------------------------------------------------
+def gemm_shapes():
+    """Configured GEMM shapes by name."""
+    return {s["name"]: s for s in config["gemm"]["shapes"]}
+
+
 def gemm_point_files():
     g = config["gemm"]
     return [
         f"{RES}/gemm/{shape}/{dtype}/{l2}/m{m}.json"
-        for shape in g["shapes"]
+        for shape in gemm_shapes()
         for dtype in g["dtypes"]
         for l2 in g["l2"]
         for m in g["M"]
@@ -104,7 +109,7 @@ def gemm_point_files():
 
 def gemm_point_params(wildcards):
     g = config["gemm"]
-    shape = g["shapes"][wildcards.shape]
+    shape = gemm_shapes()[wildcards.shape]
     return dict(
         shape=wildcards.shape,
         M=int(wildcards.M),
@@ -224,7 +229,7 @@ def ncu_gemm_files():
     g = config["gemm"]
     return [
         f"{RES}/ncu/gemm/{shape}/{dtype}/m{m}.json"
-        for shape in g["shapes"]
+        for shape in gemm_shapes()
         for dtype in g["dtypes"]
         for m in config["ncu"]["gemm_M"]
     ]
@@ -256,7 +261,7 @@ def ncu_capture_params(wildcards):
 
 
 def ncu_gemm_params(wildcards):
-    shape = config["gemm"]["shapes"][wildcards.shape]
+    shape = gemm_shapes()[wildcards.shape]
     return dict(
         shape=wildcards.shape,
         M=int(wildcards.M),

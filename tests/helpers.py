@@ -18,7 +18,7 @@ TINY = {
     "run": "tiny",
     "peaks": {"gemm_sizes": [256], "stream_mb": 16, "warmup": 1, "repeats": 3, "iters": 3},
     "gemm": {
-        "shapes": {"small": {"N": 512, "K": 256}},
+        "shapes": [{"name": "small", "N": 512, "K": 256}],
         "dtypes": ["fp32", "fp8"],
         "M": [1, 16],
         "l2": ["warm", "cold"],

@@ -86,12 +86,14 @@ def test_semantic_errors():
     cfg = copy.deepcopy(DEFAULT)
     cfg["hardware"] = "tpu_v9"
     cfg["decode"]["lab1a_batches"] = [1, 3]
+    cfg["gemm"]["shapes"] = [{"name": "a", "N": 8, "K": 8}, {"name": "a", "N": 16, "K": 8}]
     cfg["allreduce"]["min_bytes"] = 1024
     cfg["allreduce"]["max_bytes"] = 8
     errs = semantic_errors(cfg, REPO, ["h100_sxm"])
     assert any(e.startswith("hardware: 'tpu_v9'") for e in errs)
     assert any(e.startswith("decode.lab1a_batches") for e in errs)
     assert any(e.startswith("allreduce.min_bytes") for e in errs)
+    assert any(e.startswith("gemm.shapes: the name 'a'") for e in errs)
 
 
 # Each malformed config through the real Snakemake: fails before any job, names the key,
