@@ -48,6 +48,9 @@ def small_config() -> dict:
     cfg = yaml.safe_load(yaml.safe_dump(TINY))
     cfg["run"] = "slurm"
     cfg["gemm"].update(dtypes=["fp32"], M=[4], l2=["warm"])
+    cfg["decode"].update(batches=[1], lab1a_batches=[1, 1])
+    cfg["ncu"] = {"batches": [1]}
+    cfg["allreduce"]["backends"] = ["auto"]
     return cfg
 
 
@@ -97,17 +100,30 @@ def test_profile_runs_through_sbatch(slurm, tmp_path):
 
     # every non-local job went through sbatch, and sacct has it COMPLETED
     job_ids = re.findall(r"SLURM jobid (\d+)", log)
-    remote_rules = {"device", "provenance", "peaks", "gemm_point"}
+    remote_rules = {
+        "device",
+        "provenance",
+        "peaks",
+        "gemm_point",
+        "model",
+        "decode_batch",
+        "ncu_capture",
+        "allreduce",
+    }
     assert len(job_ids) >= len(remote_rules), log[-3000:]
     acct = sacct(job_ids)
     assert set(acct) == set(job_ids)
     assert all(r["state"] == "COMPLETED" for r in acct.values()), acct
 
     # GPU rules asked for their GPU: sacct shows it, the job saw CUDA_VISIBLE_DEVICES
-    assert sum("gres/gpu=1" in r["tres"] for r in acct.values()) >= 3, acct
-    device = json.loads((slurm_wd / "results" / "slurm" / "device.json").read_text())
+    gpu_jobs = sum("gres/gpu=1" in r["tres"] for r in acct.values())
+    assert gpu_jobs == 5, acct  # device, peaks, gemm_point, decode_batch, ncu_capture
+    res = slurm_wd / "results" / "slurm"
+    device = json.loads((res / "device.json").read_text())
     assert device["cuda_visible_devices"] not in (None, "")
     assert device["kind"] == "cpu"  # fake GPUs: the job still measures on the CPU
+    ncu = json.loads((res / "ncu" / "b1.json").read_text())  # a GPU-only rule: skipped
+    assert ncu["status"] == "skipped" and "no GPU" in ncu["reason"]
 
     # the same files as a local run
     assert result_files(slurm_wd / "results" / "slurm") == result_files(
