@@ -115,8 +115,9 @@ def _label(r) -> str:
     return f"{r.backend} n={int(r.world_size)}{nodes} {r['dtype']}"
 
 
-def figure(df, fit_df, png: str, svg: str) -> None:
-    """busbw vs size (log x) and time vs size (log-log), with the fit and the knee."""
+def figure(df, fit_df, png: str, svg: str, overlay=None, overlay_label: str = "") -> None:
+    """busbw vs size (log x) and time vs size (log-log), with the fit and the knee.
+    ``overlay``: another run's allreduce table, its busbw and times drawn for comparison."""
     import numpy as np
 
     from hwlab import figures
@@ -173,6 +174,14 @@ def figure(df, fit_df, png: str, svg: str) -> None:
                     f"(α = {f.alpha_us:.3g} µs, β = {f.beta_busbw_gbps:.3g} GB/s busbw)",
                 )
                 ax_t.axvline(f.knee_bytes, color=color, ls="-.", lw=0.8)
+    if overlay is not None:
+        o = overlay[overlay.status == OK]
+        for (backend, n), g in o.groupby(["backend", "world_size"]):
+            g = g.sort_values("size_bytes")
+            label = f"{overlay_label or 'compare'}: {backend} n={n}"
+            ax_bw.plot(g.size_bytes, g.busbw_gbps, "x:", color="0.4", ms=4, label=label)
+            ax_t.plot(g.size_bytes, g.time_us, "x:", color="0.4", ms=4, label=label)
+            measured = True
     from matplotlib.ticker import FixedLocator, FuncFormatter
 
     ok = df[df.status == OK]

@@ -294,8 +294,15 @@ ROWS = (
 # ---- figures --------------------------------------------------------------------------------
 
 
-def plot_sweep(df: pd.DataFrame, png: str, svg: str) -> None:
-    """TPOT (p50 with p10-p90) and napkin vs batch; tokens/s vs batch with ideal scaling."""
+def plot_sweep(
+    df: pd.DataFrame,
+    png: str,
+    svg: str,
+    overlay: pd.DataFrame | None = None,
+    overlay_label: str = "",
+) -> None:
+    """TPOT (p50 with p10-p90) and napkin vs batch; tokens/s vs batch with ideal scaling.
+    ``overlay``: another run's decode table, drawn dashed for comparison."""
     from hwlab import figures
 
     fig, axes = figures.new(1, 2, width=5.4, height=4.0)
@@ -324,6 +331,11 @@ def plot_sweep(df: pd.DataFrame, png: str, svg: str) -> None:
                         xytext=(4, -10),
                         fontsize=7,
                     )
+    if overlay is not None:
+        o = overlay[overlay.status == "ok"]
+        if not o.empty:
+            ax1.plot(o.batch, o.tpot_ms_p50, "x--", color="tab:red", label=overlay_label)
+            ax2.plot(o.batch, o.tokens_per_s, "x--", color="tab:red", label=overlay_label)
     for _, r in df[df.status != "ok"].iterrows():
         for ax in (ax1, ax2):
             ax.axvline(r.batch, color="tab:red", lw=0.8, ls=":")
@@ -346,30 +358,44 @@ def plot_sweep(df: pd.DataFrame, png: str, svg: str) -> None:
     figures.save(fig, png, svg)
 
 
-def plot_classes(cls: pd.DataFrame, png: str, svg: str) -> None:
-    """Stacked class shares per batch, decode phase (and prefill when profiled)."""
+def plot_classes(
+    cls: pd.DataFrame,
+    png: str,
+    svg: str,
+    overlay: pd.DataFrame | None = None,
+    overlay_label: str = "",
+) -> None:
+    """Stacked class shares per batch, decode phase (and prefill when profiled).
+    ``overlay``: another run's class shares, drawn as a second row of panels."""
     from hwlab import figures
 
     phases = [p for p in ("decode", "prefill", "all") if p in set(cls.phase)] or ["decode"]
-    fig, axes = figures.new(1, len(phases), width=5.0, height=4.0)
-    for ax, phase in zip(axes[0], phases, strict=True):
-        d = cls[cls.phase == phase].pivot_table(index="batch", columns="class", values="share")
-        d = d.reindex(columns=list(CLASSES)).fillna(0.0)
-        xs = list(range(len(d.index)))  # one bar per batch, evenly spaced
-        bottom = [0.0] * len(xs)
-        for c in CLASSES:
-            vals = list(d[c]) if len(d) else []
-            if not any(vals):
-                continue
-            ax.bar(xs, vals, bottom=bottom, color=CLASS_COLORS[c], label=c)
-            bottom = [b + v for b, v in zip(bottom, vals, strict=True)]
-        ax.set_xticks(xs, [str(b) for b in d.index])
-        ax.set_ylim(0, 1)
-        ax.set_xlabel("batch")
-        ax.set_ylabel("share of device time")
-        ax.set_title(f"kernel classes — {phase}")
-        ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.0, 1.0))
+    runs = [("", cls)] + ([(overlay_label or "compare", overlay)] if overlay is not None else [])
+    fig, axes = figures.new(len(runs), len(phases), width=5.0, height=4.0)
+    for row, (label, data) in enumerate(runs):
+        for ax, phase in zip(axes[row], phases, strict=True):
+            _class_panel(ax, data, phase, label)
     figures.save(fig, png, svg)
+
+
+def _class_panel(ax, cls: pd.DataFrame, phase: str, label: str) -> None:
+    """One panel: stacked class shares per batch for one phase of one run."""
+    d = cls[cls.phase == phase].pivot_table(index="batch", columns="class", values="share")
+    d = d.reindex(columns=list(CLASSES)).fillna(0.0)
+    xs = list(range(len(d.index)))  # one bar per batch, evenly spaced
+    bottom = [0.0] * len(xs)
+    for c in CLASSES:
+        vals = list(d[c]) if len(d) else []
+        if not any(vals):
+            continue
+        ax.bar(xs, vals, bottom=bottom, color=CLASS_COLORS[c], label=c)
+        bottom = [b + v for b, v in zip(bottom, vals, strict=True)]
+    ax.set_xticks(xs, [str(b) for b in d.index])
+    ax.set_ylim(0, 1)
+    ax.set_xlabel("batch")
+    ax.set_ylabel("share of device time")
+    ax.set_title(f"{label + ': ' if label else ''}kernel classes — {phase}")
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.0, 1.0))
 
 
 # ---- the aggregation job ----------------------------------------------------------------------

@@ -208,15 +208,19 @@ def plot(
                     fontsize=6,
                 )
         if overlay is not None and not overlay.empty:
-            o = overlay[(overlay["dtype"] == dtype) & (overlay["status"] == "ok")]
-            if not o.empty:
+            o = overlay[overlay["status"] == "ok"]
+            same = o[o["dtype"] == dtype]
+            o = same if not same.empty else o  # another dtype still shows where it lands
+            for odt, g in o.groupby("dtype"):
+                g = g.sort_values("ai")
                 ax.plot(
-                    o["ai"],
-                    o["tflops"],
-                    "x",
+                    g["ai"],
+                    g["tflops"],
+                    "x--",
                     color="tab:red",
                     ms=5,
-                    label=overlay_label or "compare",
+                    lw=0.8,
+                    label=f"{overlay_label or 'compare'} ({odt})",
                 )
         ax.set_xscale("log")
         ax.set_yscale("log")

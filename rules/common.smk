@@ -352,21 +352,59 @@ def allreduce_targets():
 # ---- findings (the regenerated writeup) ------------------------------------------------
 
 
+def compare_folder():
+    """findings.compare_with as a path: relative to the working directory if it exists
+    there, else to the workflow folder (config/reference/... ships with it); '' if unset.
+    """
+    cw = config["findings"]["compare_with"]
+    if not cw or Path(cw).is_dir():
+        return cw
+    return repo_path(cw)
+
+
+def compare_inputs(wildcards):
+    """The other run's data files, so a change there reruns the comparison figures."""
+    folder = compare_folder()
+    return sorted(
+        str(p)
+        for p in Path(folder).rglob("*")
+        if p.is_file() and p.suffix in (".json", ".csv") and "logs" not in p.parts
+    )
+
+
 def findings_targets():
-    return [f"{RES}/tables/napkin_decode.csv", f"{RES}/tables/napkin_decode.md"]
+    out = [f"{RES}/findings.md", f"{RES}/findings.json"]
+    if config["findings"]["compare_with"]:
+        out += [f"{RES}/figures/compare/{name}.png" for name in COMPARE_FIGURES]
+    return out
+
+
+COMPARE_FIGURES = (
+    "roofline",
+    "decode_sweep",
+    "kernel_classes",
+    "ncu_lab1b",
+    "allreduce",
+)
 
 
 # ---- targets -------------------------------------------------------------------------
-def all_outputs():
-    """The targets of the all rule: the backbone, then each stage's own list."""
+def analysis_targets():
+    """Every stage's tables and figures: what the findings are written from."""
     return [
         f"{RES}/env.json",
         f"{RES}/tables/roofline.csv",
         f"{RES}/tables/roofline.md",
         f"{RES}/figures/roofline.png",
         f"{RES}/figures/roofline.svg",
+        f"{RES}/tables/napkin_decode.csv",
+        f"{RES}/tables/napkin_decode.md",
         *decode_targets(),
         *ncu_targets(),
         *allreduce_targets(),
-        *findings_targets(),
     ]
+
+
+def all_outputs():
+    """The targets of the all rule: every stage's outputs and the regenerated writeup."""
+    return [*analysis_targets(), *findings_targets()]

@@ -4,6 +4,8 @@
 localrules:
     roofline,
     napkin_decode,
+    findings,
+    compare_figures,
 
 
 rule roofline:
@@ -52,3 +54,64 @@ rule napkin_decode:
         ENV
     script:
         "../scripts/napkin_decode.py"
+
+
+rule findings:
+    """The writeup regenerated from this run: findings.md and the headline statements."""
+    input:
+        analysis_targets(),
+        device=rules.device.output.device,
+        peaks=rules.peaks.output.peaks,
+        code=code(
+            "findings",
+            "headlines",
+            "roofline",
+            "decode_tables",
+            "inventory",
+            "formulas",
+            "io",
+        ),
+    output:
+        md=report(
+            f"{RES}/findings.md",
+            caption="../report/findings.rst",
+            category="Findings",
+        ),
+        json=f"{RES}/findings.json",
+    log:
+        f"{RES}/logs/findings.log",
+    conda:
+        ENV
+    script:
+        "../scripts/findings.py"
+
+
+rule compare_figures:
+    """Every figure of this run with findings.compare_with overlaid."""
+    input:
+        analysis_targets(),
+        other=compare_inputs,
+        device=rules.device.output.device,
+        code=code(
+            "findings",
+            "roofline",
+            "decode_tables",
+            "ncu_plot",
+            "allreduce_table",
+            "figures",
+            "io",
+        ),
+    output:
+        figures=report(
+            expand(f"{RES}/figures/compare/{{name}}.png", name=COMPARE_FIGURES),
+            caption="../report/compare.rst",
+            category="Comparison",
+        ),
+    log:
+        f"{RES}/logs/compare_figures.log",
+    conda:
+        ENV
+    params:
+        other=compare_folder(),
+    script:
+        "../scripts/compare_figures.py"

@@ -55,7 +55,11 @@ def test_reference_cache_effects(reference):
 def test_reference_regimes(reference):
     f = H.regime_finding(*reference)
     seq = [x["regime"] for x in f.evidence["sequence"]]
-    assert seq == ["overhead/launch-bound", "cache-assisted (L2)", "compute-bound"]
+    assert seq == [
+        "below both ceilings (launch/overhead-bound)",
+        "cache-assisted (L2)",
+        "compute-bound",
+    ]
     assert f.holds is True
 
 
@@ -121,7 +125,7 @@ def test_regimes_out_of_order():
     f = H.regime_finding(df, CEIL)
     assert [x["regime"] for x in f.evidence["sequence"]] == [
         "memory-bound",
-        "overhead/launch-bound",
+        "below both ceilings (launch/overhead-bound)",
         "compute-bound",
     ]
     assert f.holds is False

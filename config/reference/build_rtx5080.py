@@ -107,8 +107,16 @@ def main() -> None:
         for key, (label, unit, b1, b32) in LAB1B.items():
             w.writerow([key, label, unit, b1, b32, b32 / b1 if b1 and b32 else None])
         a1, a32 = 100 * 340 / 17643, 100 * 10961 / 20389
-        w.writerow(["sm_active_fraction", "SM-active fraction (SM active / elapsed cycles)",
-                    "%", a1, a32, a32 / a1])
+        w.writerow(
+            [
+                "sm_active_fraction",
+                "SM-active fraction (SM active / elapsed cycles)",
+                "%",
+                a1,
+                a32,
+                a32 / a1,
+            ]
+        )
 
     for batch, rows in LAB1A.items():
         write_json(ROOT / "decode" / f"b{batch}.json", record(
