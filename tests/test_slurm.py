@@ -8,6 +8,7 @@ the CPU (or skip with their reason). Jobs must really go through sbatch: sacct l
 from __future__ import annotations
 
 import json
+import os
 import re
 import shutil
 import subprocess
@@ -34,7 +35,10 @@ def _slurm_up() -> bool:
 def slurm():
     """A running local SLURM: started by this fixture if installed but not running."""
     if shutil.which("slurmctld") is None:
-        pytest.skip("SLURM is not installed here (profiles/slurm/local-slurm.sh install)")
+        msg = "SLURM is not installed here (profiles/slurm/local-slurm.sh install)"
+        if os.environ.get("HWLAB_REQUIRE_SLURM") == "1":
+            pytest.fail(msg)
+        pytest.skip(msg)
     if not _slurm_up():
         r = subprocess.run(
             ["bash", str(SETUP), "start"], capture_output=True, text=True, timeout=180
