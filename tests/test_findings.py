@@ -76,14 +76,17 @@ def test_cpu_run_findings(tiny_run):
 
 
 def test_compare_with_reference(tiny_run, tmp_path):
-    wd = tiny_run[0]
+    wd, original, _ = tiny_run
     cfg = yaml.safe_load(yaml.safe_dump(TINY))
     cfg["findings"] = {"compare_with": "config/reference/rtx5080"}
-    proc = smk(wd, "all", configfile=write_config(tmp_path / "cmp.yaml", cfg))
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    out = tiny_run[2] / "figures" / "compare"
-    for name in FD.COMPARE_FIGURES:
-        assert (out / f"{name}.png").stat().st_size > 1000, name
+    try:
+        proc = smk(wd, "all", configfile=write_config(tmp_path / "cmp.yaml", cfg))
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        out = tiny_run[2] / "figures" / "compare"
+        for name in FD.COMPARE_FIGURES:
+            assert (out / f"{name}.png").stat().st_size > 1000, name
+    finally:  # the shared run back to its own config (env.json records the digest)
+        assert smk(wd, "all", configfile=original).returncode == 0
 
 
 # ---- the headline functions on synthetic data ------------------------------------------

@@ -133,7 +133,13 @@ def _jobs(proc):
 def test_changing_a_sweep_param_reruns_the_sweeps_and_aggregates(tiny_run, tmp_path):
     proc = _dry(tiny_run[0], tmp_path, lambda c: c["allreduce"].update(iters=4))
     jobs = _jobs(proc)
-    assert jobs == {"allreduce": 2, "allreduce_table": 1, "napkin_tp": 1, "provenance": 1}
+    assert jobs == {
+        "allreduce": 2,
+        "allreduce_table": 1,
+        "napkin_tp": 1,
+        "provenance": 1,
+        "findings": 1,
+    }
 
 
 def test_adding_a_world_size_runs_only_its_sweeps(tiny_run, tmp_path):
@@ -153,12 +159,13 @@ def test_adding_a_world_size_runs_only_its_sweeps(tiny_run, tmp_path):
         "allreduce_table": 1,
         "napkin_tp": 1,
         "provenance": 1,
+        "findings": 1,
     }
 
 
 def test_changing_the_napkin_reruns_only_the_napkin(tiny_run, tmp_path):
     proc = _dry(tiny_run[0], tmp_path, lambda c: c["allreduce"].update(tp_napkin={"batch": 8}))
-    assert _jobs(proc) == {"napkin_tp": 1, "provenance": 1}
+    assert _jobs(proc) == {"napkin_tp": 1, "provenance": 1, "findings": 1}
 
 
 def _resources(proc, output):

@@ -135,8 +135,8 @@ def test_adding_a_batch_reruns_one_decode_job(tiny_run, tmp_path):
     assert jobs.get("decode_batch") == 1 and jobs.get("decode_tables") == 1
     assert "results/tiny/decode/b3.json" in proc.stdout
     assert "model" not in jobs and "peaks" not in jobs and "gemm_point" not in jobs
-    # only the aggregation and env.json (its config digest) besides the new job
-    assert set(jobs) <= {"decode_batch", "decode_tables", "provenance", "all"}, jobs
+    # only the aggregation, env.json (its config digest) and the findings besides the new job
+    assert set(jobs) <= {"decode_batch", "decode_tables", "provenance", "findings", "all"}, jobs
 
 
 def test_classes_file_edit_reruns_only_the_aggregation(tiny_run, tmp_path):
