@@ -17,7 +17,6 @@ from typing import Any
 
 import pandas as pd
 
-from hwlab import formulas as F
 from hwlab import headlines as H
 from hwlab.io import read_json
 
@@ -556,21 +555,6 @@ def write_findings(folder: str, md: str, findings_json: str) -> None:
     f = headlines(run)
     write_text(md, render(run, f))
     write_json(findings_json, {"run": run.name, "findings": [x.as_dict() for x in f]})
-
-
-def ridge_summary(run: Run) -> dict[str, Any]:
-    """(used by tests and the CLI) the Lab 2 conclusions of a run in one dict."""
-    by = {f.key: f for f in headlines(run)}
-    return {
-        "ridge_M": by["ridge"].evidence.get("measured_ridge_M"),
-        "plateau": (
-            by["plateau"].evidence.get("low_tflops"),
-            by["plateau"].evidence.get("best_tflops"),
-        ),
-        "sweet_spot_M": by["sweet_spot"].evidence.get("M"),
-        "dense_ridge": by["ridge"].evidence.get("dense_ridge"),
-        "ridge_dense_check": F.ridge_point(112.6, 960),
-    }
 
 
 # ---- comparison figures (findings.compare_with) -------------------------------------------
