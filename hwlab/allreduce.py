@@ -280,13 +280,9 @@ def worker(spec: dict[str, Any]) -> None:
     gathered: list[Any] | None = [None] * world if rank == 0 else None
     dist.gather_object(results, gathered, dst=0)
     if rank == 0:
-        write_json(spec["raw"], {"ranks": gathered, "timer": _timer_name(dev)})
+        write_json(spec["raw"], {"ranks": gathered, "timer": dev.timer_name})
     barrier()
     dist.destroy_process_group()
-
-
-def _timer_name(dev) -> str:
-    return "cuda_events" if dev.is_cuda else "perf_counter_ns"
 
 
 def combine_ranks(ranks: list[list[dict[str, Any]]]) -> list[dict[str, Any]]:

@@ -396,7 +396,7 @@ def run_batch(
         "device_kind": dev.kind,
         "device_name": info.get("name"),
         "threads": dev.threads if not dev.is_cuda else None,
-        "timer": "cuda_events" if dev.is_cuda else "perf_counter_ns",
+        "timer": dev.timer_name,
         "peak_mem_kind": "torch.cuda.max_memory_allocated"
         if dev.is_cuda
         else "process peak RSS (ru_maxrss)",

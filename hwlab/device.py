@@ -172,6 +172,11 @@ class Device:
     def is_cuda(self) -> bool:
         return self.kind == "cuda"
 
+    @property
+    def timer_name(self) -> str:
+        """What the device timer is, as records and tables name it."""
+        return "cuda_events" if self.is_cuda else "perf_counter_ns"
+
     # -- time ---------------------------------------------------------------------------
     def synchronize(self) -> None:
         if self.is_cuda:

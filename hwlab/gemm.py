@@ -139,7 +139,7 @@ def measure_point(
             "warmup": warmup,
             "repeats": repeats,
             "iters": iters,
-            "timer": "cuda_events" if dev.is_cuda else "perf_counter_ns",
+            "timer": dev.timer_name,
             "op": {"fp8": "torch._scaled_mm", "int8": "torch._int_mm"}.get(
                 dtype, "torch.nn.functional.linear"
             ),

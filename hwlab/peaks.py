@@ -124,7 +124,7 @@ def measure(
             "warmup": warmup,
             "repeats": repeats,
             "iters": iters,
-            "timer": "cuda_events" if dev.is_cuda else "perf_counter_ns",
+            "timer": dev.timer_name,
         },
         "tflops": {dt: r.get("tflops") for dt, r in compute.items()},
         "mem_bw_gbps": memory["mem_bw_gbps"],
