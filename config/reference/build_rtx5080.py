@@ -14,9 +14,11 @@ import csv
 import shutil
 from pathlib import Path
 
+import pandas as pd
+
 from hwlab import catalog
 from hwlab.gemm import derived
-from hwlab.io import record, write_json
+from hwlab.io import record, write_json, write_table
 
 ROOT = Path(__file__).resolve().parent / "rtx5080"
 SOURCE = "lab writeup, Lab Results (RTX 5080, Qwen2.5-3B-Instruct, bf16)"
@@ -70,8 +72,8 @@ LAB1A = {
 
 
 def main() -> None:
-    if ROOT.exists():
-        shutil.rmtree(ROOT)
+    for sub in ("gemm", "decode", "tables"):  # the data; README.md beside it stays
+        shutil.rmtree(ROOT / sub, ignore_errors=True)
     spec = catalog.load()["rtx5080"]
     write_json(ROOT / "device.json", {
         "kind": "cuda", "name": "NVIDIA GeForce RTX 5080", "torch_device": "cuda:0",
@@ -101,22 +103,37 @@ def main() -> None:
 
     tables = ROOT / "tables"
     tables.mkdir(parents=True)
-    with open(tables / "ncu_lab1b.csv", "w", newline="") as fh:
-        w = csv.writer(fh)
-        w.writerow(["metric", "label", "unit", "b1", "b32", "multiplier"])
-        for key, (label, unit, b1, b32) in LAB1B.items():
-            w.writerow([key, label, unit, b1, b32, b32 / b1 if b1 and b32 else None])
-        a1, a32 = 100 * 340 / 17643, 100 * 10961 / 20389
-        w.writerow(
-            [
-                "sm_active_fraction",
-                "SM-active fraction (SM active / elapsed cycles)",
-                "%",
-                a1,
-                a32,
-                a32 / a1,
-            ]
-        )
+    rows = [
+        {
+            "metric": key,
+            "label": label,
+            "unit": unit,
+            "b1": b1,
+            "b32": b32,
+            "multiplier": b32 / b1 if b1 and b32 else None,
+        }
+        for key, (label, unit, b1, b32) in LAB1B.items()
+    ]
+    a1, a32 = 100 * 340 / 17643, 100 * 10961 / 20389
+    rows.append(
+        {
+            "metric": "sm_active_fraction",
+            "label": "SM-active fraction (SM active / elapsed cycles)",
+            "unit": "%",
+            "b1": a1,
+            "b32": a32,
+            "multiplier": a32 / a1,
+        }
+    )
+    write_table(
+        pd.DataFrame(rows), tables / "ncu_lab1b.csv", tables / "ncu_lab1b.md",
+        md_columns={"label": "Metric", "b1": "Batch=1", "b32": "Batch=32",
+                    "multiplier": "Multiplier"},
+        title="Lab 1b — Nsight Compute Speed-of-Light: flash_fwd_kernel",
+        floatfmt=",.5g",
+        notes=[f"{SOURCE}, Lab 1b table; SM-active fraction = SM Active Cycles / Elapsed "
+               "Cycles (derived)."],
+    )  # fmt: skip
 
     for batch, rows in LAB1A.items():
         write_json(ROOT / "decode" / f"b{batch}.json", record(
