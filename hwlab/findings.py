@@ -191,8 +191,6 @@ def headlines(run: Run) -> list[H.Finding]:
 
 # ---- rendering -------------------------------------------------------------------------
 
-MARK = {True: "holds", False: "does not hold", None: "not evaluated"}
-
 
 def _f(x: Any, nd: str = ".3g") -> str:
     if x is None or (isinstance(x, float) and pd.isna(x)):
@@ -240,7 +238,7 @@ def provenance_lines(run: Run) -> list[str]:
 def headline_section(findings: list[H.Finding]) -> list[str]:
     out = []
     for i, f in enumerate(findings, 1):
-        out.append(f"{i}. **{f.title}** — _{MARK[f.holds]}_. {f.text}")
+        out.append(f"{i}. **{f.title}** — _{f.verdict}_. {f.text}")
     out += [
         "",
         "Thresholds: "

@@ -31,17 +31,75 @@ PLATEAU_BAND = 0.05
 COMPUTE_BOUND = 50.0
 
 
+# ---- verdicts: four outcomes --------------------------------------------------------------
+# A headline holds, does not hold, is inconclusive (the measured spread straddles its
+# threshold: the data cannot tell), or is not evaluable here (the data it needs is absent,
+# and the finding says why).
+HOLDS, FAILS, INCONCLUSIVE, NOT_EVALUABLE = (
+    "holds",
+    "does not hold",
+    "inconclusive",
+    "not evaluable",
+)
+VERDICTS = (HOLDS, FAILS, INCONCLUSIVE, NOT_EVALUABLE)
+_FROM_BOOL = {True: HOLDS, False: FAILS, None: NOT_EVALUABLE}
+
+
+def against(lo: float | None, hi: float | None, threshold: float, *, above: bool = True) -> str:
+    """Verdict of "the quantity is >= threshold" (``above``; else "<= threshold") for a
+    quantity measured to lie in [lo, hi] (its spread). Straddling the threshold is
+    INCONCLUSIVE; a missing bound is NOT_EVALUABLE."""
+    if lo is None or hi is None or pd.isna(lo) or pd.isna(hi):
+        return NOT_EVALUABLE
+    lo, hi = min(lo, hi), max(lo, hi)
+    if above:
+        return HOLDS if lo >= threshold else FAILS if hi < threshold else INCONCLUSIVE
+    return HOLDS if hi <= threshold else FAILS if lo > threshold else INCONCLUSIVE
+
+
+def overlap(a: tuple[float, float], b: tuple[float, float]) -> bool:
+    """Whether two measured intervals (lo, hi) overlap: if so, the two numbers must not be
+    reported as different."""
+    return min(a) <= max(b) and min(b) <= max(a)
+
+
+def all_of(*verdicts: str) -> str:
+    """Conjunction of verdicts: any FAILS fails; else any NOT_EVALUABLE or INCONCLUSIVE
+    leaves the whole so (not evaluable first); else HOLDS."""
+    if FAILS in verdicts:
+        return FAILS
+    if NOT_EVALUABLE in verdicts:
+        return NOT_EVALUABLE
+    if INCONCLUSIVE in verdicts:
+        return INCONCLUSIVE
+    return HOLDS
+
+
 @dataclass
 class Finding:
+    """One headline. ``verdict`` is one of VERDICTS (True / False / None are accepted and
+    read as HOLDS / FAILS / NOT_EVALUABLE)."""
+
     key: str
     title: str
-    holds: bool | None
+    verdict: str | bool | None
     text: str
     evidence: dict[str, Any] = field(default_factory=dict)
     thresholds: dict[str, Any] = field(default_factory=dict)
 
+    def __post_init__(self) -> None:
+        if not isinstance(self.verdict, str):
+            self.verdict = _FROM_BOOL[None if self.verdict is None else bool(self.verdict)]
+        if self.verdict not in VERDICTS:
+            raise ValueError(f"verdict must be one of {VERDICTS}, got {self.verdict!r}")
+
+    @property
+    def holds(self) -> bool | None:
+        """True / False for a decided verdict, None for inconclusive or not evaluable."""
+        return {HOLDS: True, FAILS: False}.get(self.verdict)
+
     def as_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        return {**asdict(self), "holds": self.holds}
 
 
 def _fmt(x: float | None) -> str:

@@ -129,3 +129,31 @@ def test_regimes_out_of_order():
         "compute-bound",
     ]
     assert f.holds is False
+
+
+# ---- the verdict core: four outcomes -------------------------------------------------------
+
+
+def test_against_holds_fails_and_straddles():
+    assert H.against(0.6, 0.7, 0.5) == H.HOLDS
+    assert H.against(0.3, 0.4, 0.5) == H.FAILS
+    assert H.against(0.4, 0.6, 0.5) == H.INCONCLUSIVE  # the spread straddles the threshold
+    assert H.against(None, 0.6, 0.5) == H.NOT_EVALUABLE
+    assert H.against(0.3, 0.4, 0.5, above=False) == H.HOLDS
+    assert H.against(0.6, 0.7, 0.5, above=False) == H.FAILS
+
+
+def test_overlap_and_all_of():
+    assert H.overlap((1.0, 2.0), (1.9, 3.0)) and not H.overlap((1.0, 2.0), (2.1, 3.0))
+    assert H.all_of(H.HOLDS, H.HOLDS) == H.HOLDS
+    assert H.all_of(H.HOLDS, H.INCONCLUSIVE) == H.INCONCLUSIVE
+    assert H.all_of(H.INCONCLUSIVE, H.FAILS) == H.FAILS
+    assert H.all_of(H.INCONCLUSIVE, H.NOT_EVALUABLE) == H.NOT_EVALUABLE
+
+
+def test_finding_accepts_bool_and_rejects_unknown_verdicts():
+    assert H.Finding("k", "t", True, "x").verdict == H.HOLDS
+    assert H.Finding("k", "t", None, "x").holds is None
+    assert H.Finding("k", "t", H.INCONCLUSIVE, "x").as_dict()["holds"] is None
+    with pytest.raises(ValueError):
+        H.Finding("k", "t", "maybe", "x")
