@@ -21,7 +21,7 @@ from collections.abc import Callable
 from typing import Any
 
 from hwlab import formulas as F
-from hwlab.device import Device
+from hwlab.device import Device, Samples
 from hwlab.dtypes import gemm_dtype
 from hwlab.io import OK, OOM, SKIPPED, record
 
@@ -89,24 +89,22 @@ def time_op(
     repeats: int,
     iters: int,
     flush: Callable[[], Any] | None = None,
-) -> dict[str, list[float]]:
-    """Per-call device and wall seconds of each repeat (see the module docstring)."""
-    for _ in range(warmup):
-        fn()
-    dev.synchronize()
-    device_s, wall_s = [], []
-    for _ in range(repeats):
-        if l2 == "warm":
-            t = dev.time_loop(fn, iters)
-            device_s.append(t.device_s / iters)
-            wall_s.append(t.wall_s / iters)
-        elif l2 == "cold":
-            ts = dev.time_each(fn, iters, before=flush)
-            device_s.append(sum(t.device_s for t in ts) / iters)
-            wall_s.append(sum(t.wall_s for t in ts) / iters)
-        else:
-            raise ValueError(f"l2 must be warm or cold, got {l2!r}")
-    return {"device_s": device_s, "wall_s": wall_s}
+    **adaptive: Any,
+) -> Samples:
+    """Per-call device and wall seconds of each repeat (see the module docstring): warm is
+    :meth:`Device.bench`'s ``loop`` mode, cold its ``each`` mode with ``flush`` before every
+    call. ``adaptive`` passes target_spread / budget_s / max_repeats through."""
+    if l2 not in ("warm", "cold"):
+        raise ValueError(f"l2 must be warm or cold, got {l2!r}")
+    return dev.bench(
+        fn,
+        iters=iters,
+        mode="loop" if l2 == "warm" else "each",
+        flush=flush if l2 == "cold" else None,
+        warmup=warmup,
+        min_repeats=repeats,
+        **adaptive,
+    )
 
 
 def measure_point(
@@ -169,19 +167,14 @@ def measure_point(
     except dev.oom_errors as e:
         dev.empty_cache()
         return record(OOM, f"out of memory: {str(e).splitlines()[0]}", **point)
-    dev_s, wall_s = times["device_s"], times["wall_s"]
-    t = F.median(dev_s)
+    stats = times.stats()
     return record(
         OK,
         None,
         **point,
-        gpu_time_us=t * 1e6,
-        wall_time_us=F.median(wall_s) * 1e6,
-        time_min_us=min(dev_s) * 1e6,
-        time_max_us=max(dev_s) * 1e6,
-        rel_spread=F.rel_spread(dev_s),
-        repeats_us=[s * 1e6 for s in dev_s],
-        **derived(M, N, K, dtype, t),
+        gpu_time_us=stats.pop("time_us"),
+        **stats,
+        **derived(M, N, K, dtype, times.median_s),
     )
 
 

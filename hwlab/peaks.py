@@ -52,12 +52,13 @@ def measure_compute(
         except RuntimeError as e:
             by_size[n] = {"status": "skipped", "reason": str(e).splitlines()[0]}
             continue
-        s = F.median(t["device_s"])
+        s = t.median_s
         by_size[n] = {
             "status": "ok",
             "time_us": s * 1e6,
             "tflops": F.tflops(F.gemm_flops(n, n, n), s),
-            "rel_spread": F.rel_spread(t["device_s"]),
+            "rel_spread": F.rel_spread(t.device_s),
+            "n_repeats": t.n,
         }
         del fn
     ok = {n: r for n, r in by_size.items() if r["status"] == "ok"}
@@ -88,9 +89,8 @@ def measure_memory(
     out: dict[str, Any] = {"array_bytes": n * 4}
     for name, (fn, moved) in kernels.items():
         t = time_op(dev, fn, l2="warm", warmup=warmup, repeats=repeats, iters=iters)
-        s = F.median(t["device_s"])
-        out[f"{name}_gbps"] = F.gbps(moved, s)
-        out[f"{name}_rel_spread"] = F.rel_spread(t["device_s"])
+        out[f"{name}_gbps"] = F.gbps(moved, t.median_s)
+        out[f"{name}_rel_spread"] = F.rel_spread(t.device_s)
     out["mem_bw_gbps"] = max(out["copy_gbps"], out["triad_gbps"])
     return out
 
