@@ -18,6 +18,7 @@ COMMAND_MODULES = [
     "hwlab.ncu",
     "hwlab.cli_napkin",
     "hwlab.inventory",
+    "hwlab.preflight",
 ]
 
 

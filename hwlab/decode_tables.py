@@ -52,6 +52,10 @@ DECODE_COLUMNS = [
     "gpu_util_pct",
     "gpu_util_max_pct",
     "gpu_util_reason",
+    "sdpa_backend",
+    "attention_op",
+    "attention_kernels",
+    "cudnn_version",
 ]
 INVENTORY_COLUMNS = ["batch", "phase", "kernel", "rows", "class", "calls", "time_us", "share"]
 CLASS_COLUMNS = ["batch", "phase", "class", "time_us", "share"]
@@ -129,6 +133,13 @@ def decode_table(records: list[dict[str, Any]], peaks: dict[str, Any]) -> pd.Dat
                 "gpu_util_pct": r.get("gpu_util_mean_pct"),
                 "gpu_util_max_pct": r.get("gpu_util_max_pct"),
                 "gpu_util_reason": r.get("gpu_util_reason"),
+                "sdpa_backend": r.get("sdpa_backend"),
+                "attention_op": "; ".join(r.get("attention_ops") or []) or None,
+                "attention_kernels": "; ".join(
+                    f"{k} x{n}" for k, n in (r.get("attention_kernels_short") or {}).items()
+                )
+                or None,
+                "cudnn_version": r.get("cudnn_version"),
             }
         )
     return pd.DataFrame(rows, columns=DECODE_COLUMNS)

@@ -57,10 +57,12 @@ CPU_FP8_REASON = (
 
 @dataclass(frozen=True)
 class Timing:
-    """One timed region: device-clock seconds and wall-clock seconds."""
+    """One timed region: device-clock seconds and wall-clock seconds (and, where known,
+    the host seconds spent issuing it, no synchronize)."""
 
     device_s: float
     wall_s: float
+    dispatch_s: float | None = None
 
 
 BENCH_MODES = ("loop", "each", "graph")
@@ -218,6 +220,7 @@ def detect(requested: str = "auto", index: int = 0) -> dict[str, Any]:
             total_memory_bytes=props.total_memory,
             llc_bytes=getattr(props, "L2_cache_size", None),
             driver_version=_nvml_driver(),
+            cudnn_version=torch.backends.cudnn.version(),
         )
     else:
         info.update(
@@ -230,6 +233,7 @@ def detect(requested: str = "auto", index: int = 0) -> dict[str, Any]:
             total_memory_bytes=info["host_memory_bytes"],
             llc_bytes=info["cpu_llc_bytes"],
             driver_version=None,
+            cudnn_version=None,
         )
     return info
 
@@ -315,7 +319,7 @@ class Device:
         self.synchronize()
         sync = (time.perf_counter_ns() - w0) / n
         return [
-            Timing(self.elapsed_s(s, e), (w + sync) / 1e9)
+            Timing(self.elapsed_s(s, e), (w + sync) / 1e9, w / 1e9)
             for (s, e), w in zip(marks, walls, strict=True)
         ]
 
@@ -380,7 +384,7 @@ class Device:
                 ts = self.time_each(fn, iters, before=flush)
                 device_s.append(sum(t.device_s for t in ts) / iters)
                 wall_s.append(sum(t.wall_s for t in ts) / iters)
-                dispatch_s.append(wall_s[-1])
+                dispatch_s.append(sum(t.dispatch_s or 0.0 for t in ts) / iters)
             else:
                 call = graph.replay if graph is not None else fn
                 reps = 1 if graph is not None else iters

@@ -3,6 +3,10 @@
 - Compute: square GEMMs (M = N = K from config) per dtype, timed like the warm Lab 2 loop
   (:func:`hwlab.gemm.time_op`); the best median over sizes is the measured peak, in the
   spirit of mamf-finder's "maximum achievable matmul FLOPS".
+- Repeats (compute and memory alike): at least ``repeats``; with ``target_spread``, more
+  until the median's relative 95% CI width is at most the target, ``budget_s`` seconds are
+  spent on one kernel, or ``max_repeats`` (:meth:`hwlab.device.Device.bench`). Each entry
+  records the spread reached, the count and why the repeats stopped.
 - Memory: STREAM-like kernels over fp32 arrays, each 2x the last-level cache (>= 256 MiB):
   copy (c = a; 2 x size bytes) and triad (a = b + s*c; 3 x size bytes), counting bytes the
   way STREAM does (write-allocate traffic is not counted). The measured bandwidth is the
@@ -27,6 +31,18 @@ def stream_bytes(stream_mb: int, llc_bytes: int | None) -> int:
     return max(MIN_STREAM_BYTES, 2 * (llc_bytes or 0))
 
 
+def _adaptive(target_spread: float, budget_s: float, max_repeats: int) -> dict[str, Any]:
+    if not target_spread:
+        return {}
+    return dict(target_spread=target_spread, budget_s=budget_s, max_repeats=max_repeats)
+
+
+def _spread(t) -> dict[str, Any]:
+    st = t.stats()
+    keys = ("rel_spread", "rel_ci", "n_repeats", "target_reached", "stopped")
+    return {k: st[k] for k in keys}
+
+
 def measure_compute(
     dev: Device,
     dtype: str,
@@ -36,6 +52,9 @@ def measure_compute(
     repeats: int,
     iters: int,
     seed: int = 0,
+    target_spread: float = 0.0,
+    budget_s: float = 0.0,
+    max_repeats: int = 0,
 ) -> dict[str, Any]:
     reason = dev.dtype_skip_reason(dtype)
     if reason:
@@ -44,7 +63,15 @@ def measure_compute(
     for n in sizes:
         try:
             fn = make_op(dev, dtype, n, n, n, seed)
-            t = time_op(dev, fn, l2="warm", warmup=warmup, repeats=repeats, iters=iters)
+            t = time_op(
+                dev,
+                fn,
+                l2="warm",
+                warmup=warmup,
+                repeats=repeats,
+                iters=iters,
+                **_adaptive(target_spread, budget_s, max_repeats),
+            )
         except dev.oom_errors as e:
             dev.empty_cache()
             by_size[n] = {"status": "oom", "reason": str(e).splitlines()[0]}
@@ -57,8 +84,7 @@ def measure_compute(
             "status": "ok",
             "time_us": s * 1e6,
             "tflops": F.tflops(F.gemm_flops(n, n, n), s),
-            "rel_spread": F.rel_spread(t.device_s),
-            "n_repeats": t.n,
+            **_spread(t),
         }
         del fn
     ok = {n: r for n, r in by_size.items() if r["status"] == "ok"}
@@ -75,7 +101,15 @@ def measure_compute(
 
 
 def measure_memory(
-    dev: Device, nbytes: int, *, warmup: int, repeats: int, iters: int
+    dev: Device,
+    nbytes: int,
+    *,
+    warmup: int,
+    repeats: int,
+    iters: int,
+    target_spread: float = 0.0,
+    budget_s: float = 0.0,
+    max_repeats: int = 0,
 ) -> dict[str, Any]:
     torch = dev.torch
     n = nbytes // 4
@@ -88,9 +122,17 @@ def measure_memory(
     }
     out: dict[str, Any] = {"array_bytes": n * 4}
     for name, (fn, moved) in kernels.items():
-        t = time_op(dev, fn, l2="warm", warmup=warmup, repeats=repeats, iters=iters)
+        t = time_op(
+            dev,
+            fn,
+            l2="warm",
+            warmup=warmup,
+            repeats=repeats,
+            iters=iters,
+            **_adaptive(target_spread, budget_s, max_repeats),
+        )
         out[f"{name}_gbps"] = F.gbps(moved, t.median_s)
-        out[f"{name}_rel_spread"] = F.rel_spread(t.device_s)
+        out.update({f"{name}_{k}": v for k, v in _spread(t).items()})
     out["mem_bw_gbps"] = max(out["copy_gbps"], out["triad_gbps"])
     return out
 
@@ -106,16 +148,32 @@ def measure(
     repeats: int,
     iters: int,
     seed: int = 0,
+    target_spread: float = 0.0,
+    budget_s: float = 0.0,
+    max_repeats: int = 0,
 ) -> dict[str, Any]:
     """All measured ceilings of ``dev`` as one JSON-able dict."""
+    adaptive = dict(target_spread=target_spread, budget_s=budget_s, max_repeats=max_repeats)
     compute = {
         dt: measure_compute(
-            dev, dt, gemm_sizes, warmup=warmup, repeats=repeats, iters=iters, seed=seed
+            dev,
+            dt,
+            gemm_sizes,
+            warmup=warmup,
+            repeats=repeats,
+            iters=iters,
+            seed=seed,
+            **adaptive,
         )
         for dt in dtypes
     }
     memory = measure_memory(
-        dev, stream_bytes(stream_mb, llc_bytes), warmup=warmup, repeats=repeats, iters=iters
+        dev,
+        stream_bytes(stream_mb, llc_bytes),
+        warmup=warmup,
+        repeats=repeats,
+        iters=iters,
+        **adaptive,
     )
     return {
         "threads": dev.threads if not dev.is_cuda else None,
@@ -125,6 +183,9 @@ def measure(
             "repeats": repeats,
             "iters": iters,
             "timer": dev.timer_name,
+            "target_spread": target_spread or None,
+            "budget_s": budget_s or None,
+            "max_repeats": max_repeats or None,
         },
         "tflops": {dt: r.get("tflops") for dt, r in compute.items()},
         "mem_bw_gbps": memory["mem_bw_gbps"],
@@ -182,6 +243,9 @@ def write_peaks_json(
     iters: int,
     threads: int,
     seed: int,
+    target_spread: float = 0.0,
+    budget_s: float = 0.0,
+    max_repeats: int = 0,
 ) -> None:
     import time
 
@@ -200,6 +264,9 @@ def write_peaks_json(
         repeats=repeats,
         iters=iters,
         seed=seed,
+        target_spread=target_spread,
+        budget_s=budget_s,
+        max_repeats=max_repeats,
     )
     rec = {
         "device": {"kind": info["kind"], "name": info["name"]},

@@ -27,7 +27,14 @@ COLUMNS = [
     "reason",
     "gpu_time_us",
     "wall_time_us",
+    "dispatch_us",
+    "dispatch_ratio",
+    "dispatch_bound",
+    "timing_mode",
     "rel_spread",
+    "rel_ci",
+    "n_repeats",
+    "target_reached",
     "tflops",
     "pct_dense_peak",
     "pct_measured_peak",
@@ -43,6 +50,28 @@ def timer_label(device_kind: str) -> str:
     if device_kind == "cuda":
         return "GPU time (µs, CUDA events)"
     return "Device time (µs, perf_counter_ns; CPU: same clock as wall)"
+
+
+def dispatch_note(df: pd.DataFrame, device_kind: str) -> str:
+    """What the dispatch columns mean here, and which points are dispatch-bound."""
+    from hwlab.gemm import DISPATCH_BOUND_RATIO
+
+    if device_kind != "cuda":
+        return (
+            "Dispatch (µs/call) = host time issuing each call; on a CPU it is the call "
+            "itself (one clock), so dispatch-bound is not applicable (—)."
+        )
+    flagged = df[df["dispatch_bound"].astype("boolean").fillna(False)]
+    text = (
+        "Dispatch (µs/call) = host time issuing each call (no synchronize). A warm "
+        f"`loop` point is dispatch-bound when it is >= {DISPATCH_BOUND_RATIO:g} x its GPU "
+        "time: the GPU waited for Python between calls, so its time is the host's "
+        "(gemm.timing: graph removes the per-call launch)"
+    )
+    if flagged.empty:
+        return text + "; none here."
+    pts = ", ".join(f"{r.dtype} {r.l2} M={r.M}" for r in flagged.itertuples())
+    return text + f"; dispatch-bound here: {pts}."
 
 
 def sweep_best(records: Iterable[dict[str, Any]]) -> dict[str, float]:
@@ -91,6 +120,7 @@ def markdown_notes(df: pd.DataFrame, peaks: dict[str, Any], device_kind: str) ->
         "Effective GB/s counts A, B and C once (analytic bytes, not DRAM counters); above "
         "100% of the memory peak means caches served part of the traffic.",
     ]
+    notes.append(dispatch_note(df, device_kind))
     best = best_from_table(df)
     for dtype in sorted(df["dtype"].unique()):
         c = run_ceilings(peaks, best, dtype)
@@ -123,6 +153,9 @@ def write_markdown_table(
         "M": "M",
         "gpu_time_us": timer_label(device_kind),
         "wall_time_us": "Wall time (µs)",
+        "dispatch_us": "Dispatch (µs/call)",
+        "dispatch_bound": "dispatch-bound",
+        "timing_mode": "timing",
         "tflops": "TFLOPS",
         "pct_dense_peak": "%dense peak",
         "eff_gbps": "Effective GB/s",
@@ -130,6 +163,9 @@ def write_markdown_table(
         "ai": "AI (FLOP/byte)",
         "status": "status",
     }
+    if device_kind != "cuda":  # one clock on a CPU: dispatch is the call itself (see notes)
+        md_cols.pop("dispatch_us")
+        md_cols.pop("dispatch_bound")
     write_table(
         df,
         csv_path,

@@ -107,12 +107,24 @@ def gemm_point_files():
     ]
 
 
-def gemm_point_params(wildcards):
+def gemm_sweep_outputs():
+    """One record per M of a sweep; the sweep's wildcards stay open (shape, dtype, l2)."""
+    return [
+        f"{RES}/gemm/{{shape}}/{{dtype}}/{{l2}}/m{m}.json" for m in config["gemm"]["M"]
+    ]
+
+
+def _adaptive(section):
+    return {k: section[k] for k in ("target_spread", "budget_s", "max_repeats")}
+
+
+def gemm_sweep_params(wildcards):
+    """Everything a sweep's records depend on (M in the order of the outputs)."""
     g = config["gemm"]
     shape = gemm_shapes()[wildcards.shape]
     return dict(
         shape=wildcards.shape,
-        M=int(wildcards.M),
+        M=list(g["M"]),
         N=shape["N"],
         K=shape["K"],
         dtype=wildcards.dtype,
@@ -121,7 +133,9 @@ def gemm_point_params(wildcards):
         repeats=g["repeats"],
         iters=g["iters"],
         flush_mb=g["flush_mb"],
+        timing=g["timing"],
         seed=config["seed"],
+        **_adaptive(g),
     )
 
 
@@ -136,6 +150,7 @@ def peaks_params(wildcards):
         repeats=p["repeats"],
         iters=p["iters"],
         seed=config["seed"],
+        **_adaptive(p),
     )
 
 
@@ -170,6 +185,7 @@ def decode_params(wildcards):
         profile_steps=d["profile_steps"],
         memory_cap_mb=d["memory_cap_mb"],
         nvml_interval_ms=d["nvml_interval_ms"],
+        sdpa_backend=d["sdpa_backend"],
         dtype=config["model"]["dtype"],
         seed=config["seed"],
     )
@@ -255,6 +271,7 @@ def ncu_capture_params(wildcards):
         decode_steps=config["ncu"]["decode_steps"],
         model=m["name"],
         dtype=m["dtype"],
+        sdpa_backend=d["sdpa_backend"],
         kernel_regex=config["ncu"]["kernel_regex"],
         **_ncu_common(),
     )
@@ -390,9 +407,12 @@ COMPARE_FIGURES = (
 
 # ---- targets -------------------------------------------------------------------------
 def analysis_targets():
-    """Every stage's tables and figures: what the findings are written from."""
+    """Every stage's tables and figures, and the GEMM point records the findings also read:
+    what the findings are written from. Being requested (through rule all), a deleted point
+    record makes its sweep rerun even though the roofline table still exists."""
     return [
         f"{RES}/env.json",
+        *gemm_point_files(),
         f"{RES}/tables/roofline.csv",
         f"{RES}/tables/roofline.md",
         f"{RES}/figures/roofline.png",

@@ -6,7 +6,9 @@ rule decode_batch:
     input:
         device=rules.device.output.device,
         manifest=rules.model.output.manifest,
-        code=code("decode", "model", "inventory", "device", "formulas", "dtypes", "io"),
+        code=code(
+            "decode", "model", "inventory", "ncu", "device", "formulas", "dtypes", "io"
+        ),
     output:
         record=f"{RES}/decode/b{{batch}}.json",
         kernels=f"{RES}/decode/b{{batch}}.kernels.csv",

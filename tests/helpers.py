@@ -16,7 +16,14 @@ SNAKEMAKE = [sys.executable, "-m", "snakemake"]
 # backbone: two L2 modes, a dtype the CPU cannot run natively (fp8 -> skipped record).
 TINY = {
     "run": "tiny",
-    "peaks": {"gemm_sizes": [256], "stream_mb": 16, "warmup": 1, "repeats": 3, "iters": 3},
+    "peaks": {
+        "gemm_sizes": [256],
+        "stream_mb": 16,
+        "warmup": 1,
+        "repeats": 3,
+        "iters": 3,
+        "budget_s": 0.2,
+    },
     "gemm": {
         "shapes": [{"name": "small", "N": 512, "K": 256}],
         "dtypes": ["fp32", "fp8"],
@@ -26,6 +33,7 @@ TINY = {
         "repeats": 3,
         "iters": 3,
         "flush_mb": 8,
+        "budget_s": 0.2,
     },
     # Lab 3: a real 2-process gloo sweep on small sizes; nccl on a CPU host -> skipped.
     "allreduce": {

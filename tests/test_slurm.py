@@ -108,7 +108,7 @@ def test_profile_runs_through_sbatch(slurm, tmp_path):
         "device",
         "provenance",
         "peaks",
-        "gemm_point",
+        "gemm_sweep",
         "model",
         "decode_batch",
         "ncu_capture",
@@ -121,7 +121,7 @@ def test_profile_runs_through_sbatch(slurm, tmp_path):
 
     # GPU rules asked for their GPU: sacct shows it, the job saw CUDA_VISIBLE_DEVICES
     gpu_jobs = sum("gres/gpu=1" in r["tres"] for r in acct.values())
-    assert gpu_jobs == 5, acct  # device, peaks, gemm_point, decode_batch, ncu_capture
+    assert gpu_jobs == 5, acct  # device, peaks, gemm_sweep, decode_batch, ncu_capture
     res = slurm_wd / "results" / "slurm"
     device = json.loads((res / "device.json").read_text())
     assert device["cuda_visible_devices"] not in (None, "")

@@ -134,7 +134,7 @@ def test_adding_a_batch_reruns_one_decode_job(tiny_run, tmp_path):
     jobs = planned_jobs(proc)
     assert jobs.get("decode_batch") == 1 and jobs.get("decode_tables") == 1
     assert "results/tiny/decode/b3.json" in proc.stdout
-    assert "model" not in jobs and "peaks" not in jobs and "gemm_point" not in jobs
+    assert "model" not in jobs and "peaks" not in jobs and "gemm_sweep" not in jobs
     # only the aggregation, env.json (its config digest) and the findings besides the new job
     assert set(jobs) <= {"decode_batch", "decode_tables", "provenance", "findings", "all"}, jobs
 
