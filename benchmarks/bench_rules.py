@@ -166,6 +166,9 @@ def project(rules: dict, total_wall: float | None, a: argparse.Namespace) -> Non
             measured = win[name]  # the whole stage's calls
         elif name in win:
             measured = n * win[name]
+        elif name == "allreduce":  # NCCL world sizes above the GPUs present are skipped
+            ran = sum(w <= a.gpus for w in cfg["allreduce"]["world_sizes"])
+            measured = (here["measured_s"] / here["jobs"] * ran) if here else 0.0
         else:
             measured = (here["measured_s"] / here["jobs"] * n) if here else 0.0
         t = n * fixed + measured
@@ -189,6 +192,7 @@ def project(rules: dict, total_wall: float | None, a: argparse.Namespace) -> Non
         f"  decode: the 3B build on the GPU {a.model_build_s} s, TPOT {a.tpot_ms} ms (eager),",
         f"    profiler {a.profiler_s} s",
         f"  ncu: {a.ncu_decode_s} s per decode capture, {a.ncu_gemm_s} s per GEMM capture",
+        f"  {a.gpus} GPU(s): AllReduce world sizes above that are skipped records",
         f"  rules with no job here: {a.default_fixed_s} s fixed per job",
     ):
         print(line)
@@ -212,6 +216,7 @@ def main() -> None:
     ap.add_argument("--ncu-decode-s", type=float, default=25.0)
     ap.add_argument("--ncu-gemm-s", type=float, default=12.0)
     ap.add_argument("--default-fixed-s", type=float, default=2.0)
+    ap.add_argument("--gpus", type=int, default=1)
     a = ap.parse_args()
 
     if a.src:
