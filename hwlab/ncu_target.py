@@ -55,10 +55,10 @@ def run_gemm(*, device: str, m: int, n: int, k: int, dtype: str, seed: int) -> N
     import torch
 
     from hwlab.device import Device
-    from hwlab.gemm import make_op
+    from hwlab.gemm import launch_refusal, make_op
 
     dev = Device("cuda", torch.device(device).index or 0)
-    reason = dev.dtype_skip_reason(dtype)
+    reason = dev.dtype_skip_reason(dtype) or launch_refusal("cuda", dtype, m, n, k)
     if reason:
         raise SystemExit(f"hwlab.ncu_target: {reason}")
     fn = make_op(dev, dtype, m, n, k, seed)
