@@ -271,8 +271,9 @@ def chase_sweep(dev, sizes: list[int], p: dict[str, Any], clock: SmClock) -> dic
     top = max(sizes)
     nxt = torch.zeros(top // 4 + BLOCK, dtype=torch.int32, device=dev.torch_device)
     res = torch.zeros(2, dtype=torch.int64, device=dev.torch_device)
-    scratch = torch.empty(max(1, -(-top // (BLOCK * 4))), dtype=torch.float32,
-                          device=dev.torch_device)  # fmt: skip
+    scratch = torch.empty(
+        max(1, -(-top // (BLOCK * 4))), dtype=torch.float32, device=dev.torch_device
+    )
     gen = torch.Generator(device=dev.torch_device).manual_seed(p["seed"])
     kern, with_clock = chase_clock, True
     try:
@@ -292,8 +293,9 @@ def chase_sweep(dev, sizes: list[int], p: dict[str, Any], clock: SmClock) -> dic
         # warm: one grid-stride read puts the ring in L2; a first walk puts its start in
         # the chasing SM's L1 (the launches then continue from where the last one stopped)
         warm_blocks = max(1, -(-n * LINE // nblk))
-        read_shared[(warm_blocks,)](nxt.view(torch.float32), scratch, warm_blocks, 1,
-                                    BLOCK=BLOCK, num_warps=8)  # fmt: skip
+        read_shared[(warm_blocks,)](
+            nxt.view(torch.float32), scratch, warm_blocks, 1, BLOCK=BLOCK, num_warps=8
+        )
         kern[(1,)](nxt, res, min(n, p["gpu_chase_warm_lines"]), num_warps=1)
         torch.cuda.synchronize(dev.torch_device)
         mhz0 = clock.mhz()

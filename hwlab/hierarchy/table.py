@@ -506,8 +506,14 @@ def plot(memory: dict[str, Any], an: dict[str, Any], png: str, svg: str) -> None
     if memory.get("status") != "ok" or not sweeps:
         for ax in (ax_bw, ax_lat):
             ax.axis("off")
-        ax_bw.text(0, 0.5, f"hierarchy: {memory.get('status')}: {memory.get('reason')}",
-                   fontsize=8, transform=ax_bw.transAxes, wrap=True)  # fmt: skip
+        ax_bw.text(
+            0,
+            0.5,
+            f"hierarchy: {memory.get('status')}: {memory.get('reason')}",
+            fontsize=8,
+            transform=ax_bw.transAxes,
+            wrap=True,
+        )
         figures.save(fig, png, svg)
         return
     colors = {"read": "tab:blue", "copy": "tab:green", "l1_read": "tab:purple", "chase": "tab:red"}
@@ -518,25 +524,47 @@ def plot(memory: dict[str, Any], an: dict[str, Any], png: str, svg: str) -> None
         ys = [p[m] for p in sw["points"]]
         lo = [max(0.0, p[m] - p.get(f"{m}_lo", p[m])) for p in sw["points"]]
         hi = [max(0.0, p.get(f"{m}_hi", p[m]) - p[m]) for p in sw["points"]]
-        ax.errorbar(xs, ys, yerr=[lo, hi], fmt=".-", ms=3, lw=1, capsize=1.5,
-                    color=colors.get(name), label=f"{name} ({sw.get('scope')})")  # fmt: skip
+        ax.errorbar(
+            xs,
+            ys,
+            yerr=[lo, hi],
+            fmt=".-",
+            ms=3,
+            lw=1,
+            capsize=1.5,
+            color=colors.get(name),
+            label=f"{name} ({sw.get('scope')})",
+        )
         a = an.get(name) or {}
         for lname, lv in (a.get("levels") or {}).items():
             kn = lv.get("knee")
             if kn:
                 ax.axvline(kn["capacity_bytes"], color=colors.get(name), lw=0.8, alpha=0.7)
-                ax.annotate(f"{lname} knee {fmt_bytes(kn['capacity_bytes'])}",
-                            (kn["capacity_bytes"], 0.97), xycoords=("data", "axes fraction"),
-                            rotation=90, va="top", ha="right", fontsize=6,
-                            color=colors.get(name))  # fmt: skip
+                ax.annotate(
+                    f"{lname} knee {fmt_bytes(kn['capacity_bytes'])}",
+                    (kn["capacity_bytes"], 0.97),
+                    xycoords=("data", "axes fraction"),
+                    rotation=90,
+                    va="top",
+                    ha="right",
+                    fontsize=6,
+                    color=colors.get(name),
+                )
     for lv in (memory.get("reported") or {}).get("levels") or []:
         for ax, key in ((ax_lat, "size_bytes"), (ax_bw, "aggregate_bytes")):
             v = lv.get(key) or lv.get("size_bytes")
             if v:
                 ax.axvline(v, color="0.4", lw=0.8, ls="--")
-                ax.annotate(f"{lv['name']} reported {fmt_bytes(v)}", (v, 0.03),
-                            xycoords=("data", "axes fraction"), rotation=90, ha="left",
-                            va="bottom", fontsize=6, color="0.3")  # fmt: skip
+                ax.annotate(
+                    f"{lv['name']} reported {fmt_bytes(v)}",
+                    (v, 0.03),
+                    xycoords=("data", "axes fraction"),
+                    rotation=90,
+                    ha="left",
+                    va="bottom",
+                    fontsize=6,
+                    color="0.3",
+                )
     for ax in (ax_bw, ax_lat):
         ax.set_xscale("log", base=2)
         ax.set_yscale("log")
