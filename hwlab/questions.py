@@ -213,14 +213,18 @@ def prefill_flops(
     heads: int | None = None,
     head_dim: int | None = None,
     embedding_params: float = 0.0,
+    tied: bool = True,
     lm_head_positions: int = 1,
 ) -> float:
     """FLOPs of one prefill (see the module docstring). ``embedding_params`` (vocab x
     hidden): not a matmul per token; when given, the lm_head (same size) runs on
     ``lm_head_positions`` positions per sequence. Attention is added when layers, heads and
-    head_dim are known (causal: half of the prompt² score matrix, for QKᵀ and for PV)."""
+    head_dim are known (causal: half of the prompt² score matrix, for QKᵀ and for PV).
+    ``tied``: the lm_head shares the embedding's weights (counted once in param_count)."""
     tokens = batch * prompt_len
-    linear = 2.0 * (param_count - embedding_params) * tokens
+    # parameters outside the layers: the embedding, and the lm_head unless it is tied to it
+    outside = embedding_params * (1 if tied else 2)
+    linear = 2.0 * (param_count - outside) * tokens
     if embedding_params:
         linear += 2.0 * embedding_params * batch * lm_head_positions
     attention = 0.0
@@ -261,6 +265,7 @@ def arch_geometry(arch: dict[str, Any] | None) -> dict[str, Any]:
         "heads": heads,
         "head_dim": int(arch.get("head_dim") or hidden // heads),
         "embedding_params": float(arch["vocab_size"]) * hidden,
+        "tied": bool(arch.get("tie_word_embeddings", False)),
     }
 
 

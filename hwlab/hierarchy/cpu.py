@@ -437,7 +437,10 @@ def latency_sweep(
         start = permutation_ring(nxt, n_lines, line_elems, rng)
         # every call goes on from where the last one stopped: a working set larger than
         # the hops of one call is never re-walked (that would measure the cache, not it)
-        at = [int(chase(nxt, start, min(n_lines, warm_cap)))]  # fill the cache with the ring
+        # fill the caches with the ring; a ring past twice the last-level cache cannot be
+        # cached (every hop misses whatever came before), so it gets only a short walk
+        warm = n_lines if n_lines <= warm_cap else 16384
+        at = [int(chase(nxt, start, warm))]
 
         def walk(h: int, at: list[int] = at) -> None:
             at[0] = int(chase(nxt, at[0], h))

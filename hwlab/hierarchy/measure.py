@@ -24,6 +24,20 @@ CPU_LINK_REASON = (
 )
 
 
+def config_errors(config: dict[str, Any]) -> list[str]:
+    """Rules across the hierarchy keys (run at parse time; each error names its key)."""
+    h = config.get("hierarchy") or {}
+    lo = h.get("min_bytes", 4096)
+    out = []
+    for k in ("max_bytes", "latency_max_bytes"):
+        v = h.get(k, 0)
+        if v and v < lo:
+            out.append(f"hierarchy.{k}: {v} is below hierarchy.min_bytes = {lo}.")
+    if (h.get("gpu") or {}).get("l1_max_bytes", 262144) > 262144:
+        out.append("hierarchy.gpu.l1_max_bytes: the L1 sweep reuses at most 256 KiB per SM.")
+    return out
+
+
 def auto_max_bytes(max_bytes: int, llc_bytes: int | None, floor: int = 1024**3) -> int:
     """``max_bytes`` if set, else max(4 x last-level cache, ``floor``)."""
     if max_bytes:

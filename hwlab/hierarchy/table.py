@@ -185,9 +185,8 @@ def link_rows(link: dict[str, Any] | None) -> list[dict[str, Any]]:
         return []
     rows = []
     if link.get("status") != "ok":
-        why = f"{link.get('status')}: {link.get('reason')}"
         for lv in ("Host link", "Peer link"):
-            rows.append({"level": lv, "status": link.get("status"), "reason": why})
+            rows.append({"level": lv, "status": link.get("status"), "reason": link.get("reason")})
         return rows
     cases = link.get("cases") or {}
 
