@@ -130,11 +130,13 @@ def precision_ratio_finding(
     th = {"writeup_ratio": WRITEUP_RATIO, "tolerance": RATIO_TOLERANCE}
     pair = precision_pair(device)
     if pair["fast"] is None:
+        dts = sorted(set(roofline["dtype"])) if roofline is not None and "dtype" in roofline else []
+        swept = f" (the GEMM sweep has {', '.join(dts)})" if dts else ""
         return H.Finding(
             key,
             title,
             H.NOT_EVALUABLE,
-            f"Not evaluable here: {pair['reason']}.",
+            f"Not evaluable here: {pair['reason']}{swept}.",
             {"pair": pair},
             th,
         )
