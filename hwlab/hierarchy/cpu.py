@@ -303,9 +303,10 @@ class Parallel:
 
 
 def calibrate(call: Callable[[int], object], target_s: float, start: int = 1) -> int:
-    """The count (passes or hops) at which one ``call(count)`` lasts about ``target_s``:
-    grown geometrically from ``start`` until a call takes at least a quarter of the
-    target (so fixed per-call costs do not skew the estimate), then scaled."""
+    """The count (passes or hops) at which one ``call(count)`` lasts at least 80% of
+    ``target_s``: grown geometrically from ``start`` by target / last duration (2x to 16x),
+    so a call's fixed cost (thread dispatch, ~0.1 ms) cannot pass for work, and the last
+    step overshoots the target by at most that fixed cost."""
     import time
 
     n = max(1, int(start))
@@ -314,9 +315,9 @@ def calibrate(call: Callable[[int], object], target_s: float, start: int = 1) ->
         t0 = time.perf_counter()
         call(n)
         dt = time.perf_counter() - t0
-        if dt >= target_s / 4 or n >= 1 << 40:
-            return max(1, int(math.ceil(n * target_s / max(dt, 1e-9))))
-        n *= max(2, min(16, int(target_s / 4 / max(dt, 1e-9))))
+        if dt >= 0.8 * target_s or n >= 1 << 40:
+            return n
+        n = int(math.ceil(n * min(16.0, max(2.0, target_s / max(dt, 1e-9)))))
 
 
 def _bench(dev, fn, *, repeats: int, target_spread: float):

@@ -109,7 +109,7 @@ def _rises(xs: list[float], ys: list[float], min_slope: float, merge: float) -> 
     for k, s in enumerate(slopes):
         if s <= min_slope:
             continue
-        if runs and (runs[-1][1] == k or xs[k] - xs[runs[-1][1]] <= merge):
+        if runs and (runs[-1][1] == k or xs[k] - xs[runs[-1][1]] < merge):
             runs[-1][1] = k + 1
         else:
             runs.append([k, k + 1])
