@@ -57,6 +57,10 @@ NOMINAL_PARAMS_B = {
 }
 
 
+def _g(v: float | None) -> str:
+    return "n/a" if v is None else f"{v:.4g}"
+
+
 def _num(v: Any) -> float | None:
     try:
         v = float(v)
@@ -642,10 +646,11 @@ def section8(run, by_key: dict[str, H.Finding], catalog_path: str | None = None)
             f"3. **TP degree where AllReduce reaches {100 * COMM_MEANINGFUL:.0f}% of a forward "
             f"pass** (batch {inputs['batch']}, seq {inputs['seq_len']}, bf16; compute on "
             f"{rows[0]['device']} at {rows[0]['peak_tflops']} TFLOP/s dense × efficiency "
-            f"{eff if eff is None else f'{eff:.2f}'} ({eff_how}); communication = the §6 ring "
-            f"napkin at {inputs.get('catalog_label')} ({inputs.get('catalog_busbw')} GB/s) and "
-            f"at this run's {inputs.get('measured_label') or 'busbw (not measured)'} "
-            f"({inputs.get('measured_busbw') and format(inputs['measured_busbw'], '.3g')} GB/s)):"
+            f"{'n/a' if eff is None else f'{eff:.2f}'} ({eff_how}); communication = the §6 "
+            f"ring napkin at {inputs.get('catalog_label') or 'no catalog link'} "
+            f"({_g(inputs.get('catalog_busbw'))} GB/s) and at this run's "
+            f"{inputs.get('measured_label') or 'busbw (not measured)'} "
+            f"({_g(inputs.get('measured_busbw'))} GB/s)):"
         )
         L += [
             "",

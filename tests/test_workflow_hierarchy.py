@@ -85,3 +85,27 @@ def test_bad_config_names_the_key(tmp_path):
     assert proc.returncode == 1
     assert "hierarchy.max_bytes: 1024 is below hierarchy.min_bytes" in proc.stderr
     assert "Traceback" not in proc.stderr
+
+
+def test_findings_sections(tiny_run):
+    """The backbone's findings carry §1, §3/§5 and §8 (the tiny run includes the stage)."""
+    res = tiny_run[2]
+    md = (res / "findings.md").read_text()
+    for header in ("## §1 — Memory hierarchy", "## §3 and §5", "## §8 — The four questions"):
+        assert header in md, header
+    assert md.index("## §1 — Memory hierarchy") < md.index("## Lab 1a")
+    s1 = md.split("## §1 — Memory hierarchy")[1].split("\n## ")[0]
+    assert "![bandwidth and latency by working set](figures/hierarchy.png)" in s1
+    assert "Beside the writeup's H100 row" in s1
+    s8 = md.split("## §8")[1]
+    for q in ("1. **Napkin", "2. **GPU-Util", "3. **TP degree", "4. **Cost-efficient"):
+        assert q in s8, q
+    assert "★" in s8 and "No prices are in the catalog" in s8
+    data = json.loads((res / "findings.json").read_text())
+    by = {f["key"]: f for f in data["findings"]}
+    assert by["precision_ratio"]["verdict"] == "not evaluable"
+    assert by["prefill_mfu"]["verdict"] == "not evaluable"  # a 21 M-parameter model
+    assert by["hierarchy_principle"]["verdict"] in ("holds", "does not hold", "inconclusive")
+    dec = pd.read_csv(res / "tables" / "decode.csv")
+    assert (dec.loc[dec.status == "ok", "prefill_mfu_pct"] > 0).all()
+    assert "prefill MFU (%)" in (res / "tables" / "decode.md").read_text()
