@@ -192,8 +192,8 @@ def precision_ratio_finding(
     text = (
         f"{fast} vs {base} ({pair['path']}): at the compute-bound end (M={c['M']}) {fast} "
         f"runs {c['ratio']:.3g}× {base} [{c['lo']:.3g}, {c['hi']:.3g}]; at the memory-bound "
-        f"end (M={m_end['M']}) {m_end['ratio']:.3g}× (bytes, not tensor-core rate, set that "
-        f"end). The writeup says exactly {WRITEUP_RATIO:g}×"
+        f"end (M={m_end['M']}) {m_end['ratio']:.3g}× (bytes moved, not the matrix "
+        f"unit, set that end). The writeup says exactly {WRITEUP_RATIO:g}×"
         + (f"; the catalog's dense peaks give {cat:.3g}×" if cat else "")
         + ". "
         + {
