@@ -37,7 +37,7 @@ import contextlib
 import logging
 from typing import Any
 
-from hwlab.io import OK, SKIPPED, record
+from hwlab.io import FAILED, OK, SKIPPED, record
 
 log = logging.getLogger("hwlab.hierarchy.gpu")
 
@@ -359,33 +359,58 @@ def gpu_memory(info: dict[str, Any], p: dict[str, Any]) -> dict[str, Any]:
     lat_top = int(p["latency_max_bytes"] or max(8 * (l2 or 0), 64 * 1024**2))
     lat_sizes = size_grid(p["min_bytes"], lat_top, ppo, align=LINE, **grid)
     clock = SmClock(torch, dev.torch_device)
+    sweeps: dict[str, dict[str, Any]] = {}
+    failed: list[str] = []
+
+    def guarded(name: str, meta: dict[str, Any], run) -> None:
+        """One sweep; a failure (a kernel that does not compile on this Triton, out of
+        memory) is recorded with its reason and the other sweeps go on."""
+        try:
+            got = run()
+        except Exception as e:  # noqa: BLE001 - recorded, never swallowed silently
+            log.exception("%s sweep failed", name)
+            dev.empty_cache()
+            why = f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
+            failed.append(f"{name}: {why}")
+            sweeps[name] = {**meta, "status": "failed", "reason": why, "points": []}
+            return
+        sweeps[name] = {**meta, "status": OK, **(got if isinstance(got, dict) else {"points": got})}
+
     try:
-        sweeps = {
-            "l1_read": {
+        guarded(
+            "l1_read",
+            {
                 "metric": "gbps",
                 "kind": "bandwidth",
                 "scope": f"per SM ({p['gpu_programs_per_sm']} programs per SM, {sm} SMs)",
-                "points": l1_sweep(dev, sm, l1_sizes, p),
-            }
-        }
+            },
+            lambda: l1_sweep(dev, sm, l1_sizes, p),
+        )
         for kernel in p["kernels"]:
-            sweeps[kernel] = {
-                "metric": "gbps",
-                "kind": "bandwidth",
-                "scope": "whole GPU, grid-stride over the working set (.cg loads)",
-                "points": shared_sweep(dev, sm, sizes, kernel, p),
-            }
-        ch = chase_sweep(dev, lat_sizes, p, clock)
-        sweeps["chase"] = {
-            "metric": "ns",
-            "kind": "latency",
-            "scope": "1 warp on 1 SM",
-            "points": ch["points"],
-            "clock64": ch["clock64"],
-            "nvml_reason": ch["nvml_reason"],
-        }
+            guarded(
+                kernel,
+                {
+                    "metric": "gbps",
+                    "kind": "bandwidth",
+                    "scope": "whole GPU, grid-stride over the working set (.cg loads)",
+                },
+                lambda kernel=kernel: shared_sweep(dev, sm, sizes, kernel, p),
+            )
+        guarded(
+            "chase",
+            {"metric": "ns", "kind": "latency", "scope": "1 warp on 1 SM"},
+            lambda: chase_sweep(dev, lat_sizes, p, clock),
+        )
     finally:
         clock.close()
+    if len(failed) == len(sweeps):
+        return record(
+            FAILED,
+            "; ".join(failed),
+            device_kind="cuda",
+            device_name=info.get("name"),
+            sweeps=sweeps,
+        )
     levels = [
         {
             "level": 1,
@@ -407,7 +432,7 @@ def gpu_memory(info: dict[str, Any], p: dict[str, Any]) -> dict[str, Any]:
     ]
     return record(
         OK,
-        None,
+        "; ".join(failed) or None,
         device_kind="cuda",
         device_name=info.get("name"),
         sm_count=sm,
@@ -432,7 +457,11 @@ def gpu_memory(info: dict[str, Any], p: dict[str, Any]) -> dict[str, Any]:
 def _copy_points(dev, make, sizes: list[int], p: dict[str, Any]) -> list[dict[str, Any]]:
     out = []
     for size in sizes:
-        fn = make(size)
+        try:
+            fn = make(size)
+        except (RuntimeError, MemoryError) as e:  # pinned memory refused, out of memory
+            log.warning("copy of %s B not measured: %s", size, e)
+            break
         iters = max(1, min(50, p["gpu_link_bytes"] // max(size, 1)))
         s = dev.bench(fn, iters=iters, mode="loop", warmup=2, min_repeats=p["repeats"])
         st = _stats(s, size)

@@ -480,6 +480,8 @@ def markdown(rows: list[dict[str, Any]], memory: dict[str, Any], device: dict[st
             f"{r.get('catalog_capacity') or '—'} | {r.get('catalog_bandwidth') or '—'} |"
         )
     m = memory.get("method") or {}
+    if memory.get("status") == "ok" and memory.get("reason"):
+        lines += ["", f"- Sweeps not measured: {memory['reason']}"]
     if memory.get("status") == "ok":
         lines += [
             "",
