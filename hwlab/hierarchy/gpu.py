@@ -334,6 +334,25 @@ def chase_sweep(dev, sizes: list[int], p: dict[str, Any], clock: SmClock) -> dic
     return {"points": out, "clock64": with_clock, "nvml_reason": clock.reason}
 
 
+def torch_reference(dev, nbytes: int, p: dict[str, Any]) -> dict[str, Any]:
+    """HBM bandwidth of plain torch ops over ``nbytes`` (the sweep's largest working set):
+    ``x.sum()`` (read) and ``y.copy_(x)`` (copy, bytes = read + write), for the goal "the
+    Triton read within 5% of the best torch kernel"."""
+    torch = dev.torch
+    n = nbytes // 4
+    x = torch.ones(n, dtype=torch.float32, device=dev.torch_device)
+    y = torch.empty_like(x)
+    out = {}
+    for name, fn, moved in (
+        ("sum", lambda: x.sum(), 4 * n),
+        ("copy", lambda: y.copy_(x), 8 * n),
+    ):
+        s = _bench(dev, fn, p)
+        out[f"{name}_gbps"] = _stats(s, moved)["gbps"]
+    out["bytes"] = 4 * n
+    return out
+
+
 def gpu_memory(info: dict[str, Any], p: dict[str, Any]) -> dict[str, Any]:
     """The memory record of a CUDA device (see the module docstring)."""
     if triton is None:
@@ -401,6 +420,11 @@ def gpu_memory(info: dict[str, Any], p: dict[str, Any]) -> dict[str, Any]:
             {"metric": "ns", "kind": "latency", "scope": "1 warp on 1 SM"},
             lambda: chase_sweep(dev, lat_sizes, p, clock),
         )
+        guarded(
+            "torch_reference",
+            {"metric": "gbps", "kind": "reference", "scope": "torch x.sum() / y.copy_(x)"},
+            lambda: {"points": [], "reference": torch_reference(dev, sizes[-1], p)},
+        )
     finally:
         clock.close()
     if len(failed) == len(sweeps):
@@ -446,6 +470,7 @@ def gpu_memory(info: dict[str, Any], p: dict[str, Any]) -> dict[str, Any]:
             "sizes": [sizes[0], sizes[-1], len(sizes)],
             "latency_sizes": [lat_sizes[0], lat_sizes[-1], len(lat_sizes)],
             "line_bytes": LINE,
+            "points_per_octave": ppo,
         },
         sweeps=sweeps,
     )

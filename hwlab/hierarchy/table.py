@@ -112,7 +112,7 @@ def analyse(memory: dict[str, Any]) -> dict[str, dict[str, Any]]:
     out: dict[str, dict[str, Any]] = {}
     for name, sw in (memory.get("sweeps") or {}).items():
         pts = sw["points"]
-        if len(pts) < 3:
+        if len(pts) < 3 or sw.get("kind") not in ("bandwidth", "latency"):
             continue
         m = sw["metric"]
         xs = [p["size_bytes"] for p in pts]
@@ -482,6 +482,16 @@ def markdown(rows: list[dict[str, Any]], memory: dict[str, Any], device: dict[st
     m = memory.get("method") or {}
     if memory.get("status") == "ok" and memory.get("reason"):
         lines += ["", f"- Sweeps not measured: {memory['reason']}"]
+    ref = ((memory.get("sweeps") or {}).get("torch_reference") or {}).get("reference")
+    hbm = next((r for r in rows if r["level"] == "HBM"), None)
+    if ref and hbm and hbm.get("read_gbps"):
+        best = max(ref["sum_gbps"], ref["copy_gbps"])
+        lines.append(
+            f"- HBM read (Triton, {fmt_bw(hbm['read_gbps'])}) against plain torch over "
+            f"{fmt_bytes(ref['bytes'])}: x.sum() {fmt_bw(ref['sum_gbps'])}, y.copy_(x) "
+            f"{fmt_bw(ref['copy_gbps'])}: {100 * hbm['read_gbps'] / best:.0f}% of the best "
+            "(goal: within 5%)."
+        )
     if memory.get("status") == "ok":
         lines += [
             "",
@@ -519,6 +529,8 @@ def plot(memory: dict[str, Any], an: dict[str, Any], png: str, svg: str) -> None
         return
     colors = {"read": "tab:blue", "copy": "tab:green", "l1_read": "tab:purple", "chase": "tab:red"}
     for name, sw in sweeps.items():
+        if not sw.get("points") or sw.get("kind") not in ("bandwidth", "latency"):
+            continue
         ax = ax_bw if sw["kind"] == "bandwidth" else ax_lat
         m = sw["metric"]
         xs = [p["size_bytes"] for p in sw["points"]]
