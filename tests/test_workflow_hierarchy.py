@@ -94,7 +94,7 @@ def test_findings_sections(tiny_run):
     for header in ("## §1 — Memory hierarchy", "## §3 and §5", "## §8 — The four questions"):
         assert header in md, header
     assert md.index("## §1 — Memory hierarchy") < md.index("## Lab 1a")
-    s1 = md.split("## §1 — Memory hierarchy")[1].split("\n## ")[0]
+    s1 = md.split("\n## §1 — Memory hierarchy\n")[1].split("\n## ")[0]
     assert "![bandwidth and latency by working set](figures/hierarchy.png)" in s1
     assert "Beside the writeup's H100 row" in s1
     s8 = md.split("## §8")[1]
