@@ -367,7 +367,8 @@ def hierarchy_params(wildcards=None):
     p = {k: v for k, v in h.items() if k not in ("gpu", "link_max_bytes")}
     p.update({f"gpu_{k}": v for k, v in h["gpu"].items()})
     p["seed"] = config["seed"]
-    return p
+    # one key order whatever the config file's: Snakemake compares params as written
+    return dict(sorted(p.items()))
 
 
 def hierarchy_link_params(wildcards=None):
