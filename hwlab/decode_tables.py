@@ -176,6 +176,20 @@ def decode_notes(df: pd.DataFrame, records: list[dict[str, Any]]) -> list[str]:
     return notes
 
 
+def add_prefill_mfu(
+    df: pd.DataFrame,
+    records: list[dict[str, Any]],
+    peaks: dict[str, Any],
+    manifest_json: str | None = None,
+) -> pd.DataFrame:
+    """§5: the prefill MFU columns (hwlab.questions.prefill_mfu_columns); the model's
+    architecture from its manifest, where given, for the attention and embedding terms."""
+    from hwlab.questions import prefill_mfu_columns
+
+    arch = read_json(manifest_json).get("arch") if manifest_json else None
+    return prefill_mfu_columns(df, records, peaks, arch)
+
+
 # ---- kernel inventory ---------------------------------------------------------------------
 
 
@@ -421,12 +435,14 @@ def write_decode_tables(
     classes_yaml: str,
     lab1a_batches: list[int],
     out: dict[str, str],
+    manifest_json: str | None = None,
 ) -> pd.DataFrame:
     """Every decode table and figure; ``out`` maps output names to paths."""
     recs = [read_json(p) for p in records]
     peaks = read_json(peaks_json)
     device_kind = read_json(device_json)["kind"]
     df = decode_table(recs, peaks)
+    df = add_prefill_mfu(df, recs, peaks, manifest_json)
     write_table(
         df,
         out["decode_csv"],
@@ -444,6 +460,7 @@ def write_decode_tables(
             "napkin_ms": "napkin (ms)",
             "overhead_ratio": "measured / napkin",
             "gpu_util_pct": "GPU-Util mean (%)",
+            "prefill_mfu_pct": "prefill MFU (%)",
         },
         title="Decode batch sweep (§5)",
         notes=decode_notes(df, recs),

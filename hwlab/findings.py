@@ -186,7 +186,18 @@ def headlines(run: Run) -> list[H.Finding]:
         H.attention_finding(run.kernel_classes),
         H.decode_overhead_finding(run.decode),
         H.cache_finding(roof, run.ncu_gemm),
+        *extra_headlines(run),
     ]
+
+
+# ---- §1 hierarchy (hwlab.hierarchy.report) and §3/§5/§8 (hwlab.questions) ---------------
+
+
+def extra_headlines(run: Run) -> list[H.Finding]:
+    from hwlab import questions
+    from hwlab.hierarchy import report as hierarchy_report
+
+    return [*hierarchy_report.headlines(run.folder), *questions.headlines(run)]
 
 
 # ---- rendering -------------------------------------------------------------------------
@@ -505,6 +516,8 @@ def render(run: Run, findings: list[H.Finding] | None = None) -> str:
     L += provenance_lines(run)
     L += ["", f"## {SECTIONS[0]}", ""] + headline_section(findings)
 
+    L += _hierarchy_report().section(run.folder, by_key)  # §1 — Memory hierarchy
+
     L += ["", f"## {SECTIONS[1]}", ""]
     L.append(run.texts["lab1a"] if "lab1a" in run.texts else _skipped(run, "decode", "Lab 1a"))
     L.append(_figure(run, "kernel_classes", "kernel class shares vs batch"))
@@ -542,7 +555,20 @@ def render(run: Run, findings: list[H.Finding] | None = None) -> str:
         L.append(run.texts["napkin_decode"])
     else:
         L.append("_Napkin tables not in this run (`hwlab napkin decode` prints them)._")
+    L += _questions().section3_5(run, by_key) + _questions().section8(run, by_key)
     return "\n".join(L).rstrip() + "\n"
+
+
+def _hierarchy_report():
+    from hwlab.hierarchy import report
+
+    return report
+
+
+def _questions():
+    from hwlab import questions
+
+    return questions
 
 
 def write_findings(folder: str, md: str, findings_json: str) -> None:

@@ -9,6 +9,7 @@ from snakemake.exceptions import WorkflowError
 from snakemake.utils import validate
 
 from hwlab import config as hwconfig
+from hwlab.hierarchy.measure import config_errors as hierarchy_config_errors
 
 ROOT = Path(workflow.basedir)
 SCHEMA = "../config/schema.yaml"
@@ -35,6 +36,7 @@ except WorkflowError as e:
 with open(ROOT / "config" / "hardware.yaml") as fh:
     CATALOG_KEYS = list(yaml.safe_load(fh))
 _errors = hwconfig.semantic_errors(config, ROOT, CATALOG_KEYS)
+_errors += hierarchy_config_errors(config)
 if _errors:
     _fail(_errors)
 
@@ -366,6 +368,45 @@ def allreduce_targets():
     ]
 
 
+# ---- memory hierarchy (§1) -------------------------------------------------------------
+
+
+def hierarchy_code(*modules):
+    """Modules of the hwlab.hierarchy subpackage a rule runs (editing one reruns it)."""
+    return code("device", "io") + [
+        str(ROOT / "hwlab" / "hierarchy" / f"{m}.py") for m in ("__init__", *modules)
+    ]
+
+
+def hierarchy_params(wildcards=None):
+    """Every hierarchy setting of the memory job (the GPU ones prefixed gpu_)."""
+    h = config["hierarchy"]
+    p = {k: v for k, v in h.items() if k not in ("gpu", "link_max_bytes")}
+    p.update({f"gpu_{k}": v for k, v in h["gpu"].items()})
+    p["seed"] = config["seed"]
+    # one key order whatever the config file's: Snakemake compares params as written
+    return dict(sorted(p.items()))
+
+
+def hierarchy_link_params(wildcards=None):
+    h = config["hierarchy"]
+    return dict(
+        link_max_bytes=h["link_max_bytes"],
+        gpu_link_bytes=h["gpu"]["link_bytes"],
+        repeats=h["repeats"],
+    )
+
+
+def hierarchy_targets():
+    return [
+        f"{RES}/tables/hierarchy.csv",
+        f"{RES}/tables/hierarchy.md",
+        f"{RES}/tables/hierarchy_points.csv",
+        f"{RES}/figures/hierarchy.png",
+        f"{RES}/figures/hierarchy.svg",
+    ]
+
+
 # ---- findings (the regenerated writeup) ------------------------------------------------
 
 
@@ -422,6 +463,7 @@ def analysis_targets():
         *decode_targets(),
         *ncu_targets(),
         *allreduce_targets(),
+        *hierarchy_targets(),
     ]
 
 

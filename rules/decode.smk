@@ -36,7 +36,10 @@ rule decode_tables:
         peaks=rules.peaks.output.peaks,
         device=rules.device.output.device,
         classes=repo_path(config["decode"]["kernel_classes"]),
-        code=code("decode_tables", "inventory", "figures", "formulas", "io"),
+        manifest=rules.model.output.manifest,
+        code=code(
+            "decode_tables", "inventory", "figures", "formulas", "io", "questions"
+        ),
     output:
         decode_csv=report(
             f"{RES}/tables/decode.csv",

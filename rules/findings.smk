@@ -70,7 +70,12 @@ rule findings:
             "inventory",
             "formulas",
             "io",
-        ),
+            "questions",
+            "napkin",
+            "catalog",
+        )
+        + hierarchy_code("report", "table"),
+        catalog=repo_path("config/hardware.yaml"),
     output:
         md=report(
             f"{RES}/findings.md",

@@ -14,6 +14,7 @@ write_decode_tables(
     peaks_json=snakemake.input.peaks,
     device_json=snakemake.input.device,
     classes_yaml=snakemake.input.classes,
+    manifest_json=snakemake.input.manifest,
     out=dict(snakemake.output.items()),
     **snakemake.params.tables,
 )

@@ -42,6 +42,16 @@ TINY = {
         "warmup": 1,
         "iters": 3,
     },
+    # §1 hierarchy: a few points per octave up to 8 MiB (past L2, into L3), short calls
+    "hierarchy": {
+        "max_bytes": 8 << 20,
+        "latency_max_bytes": 8 << 20,
+        "points_per_octave": 2,
+        "target_ms": 1.0,
+        "latency_target_ms": 0.5,
+        "repeats": 3,
+        "target_spread": 0,
+    },
     # decode: the CPU default's tiny Qwen2-shaped model, two batches, a few steps
     "decode": {
         "batches": [1, 2],

@@ -71,6 +71,10 @@ def test_cpu_run_findings(tiny_run):
         "attention",
         "decode_overhead",
         "cache",
+        "hierarchy_principle",
+        "hierarchy_knees",
+        "precision_ratio",
+        "prefill_mfu",
     ]
     by = {f["key"]: f for f in data["findings"]}
     assert by["gpu_util"]["holds"] is None and "CPU" in by["gpu_util"]["text"]
