@@ -303,7 +303,9 @@ def inventory_tables(
                                      "n_steps": None}  # fmt: skip
             if sh["phase"] == "decode" and per_step:
                 vals = [
-                    st["by_class"][sh["class"]] / st["busy_us"] for st in per_step if st["busy_us"]
+                    st["by_class"].get(sh["class"], 0.0) / st["busy_us"]
+                    for st in per_step
+                    if st["busy_us"]
                 ]
                 if vals:
                     extra = {"share_lo": min(vals), "share_hi": max(vals), "n_steps": len(vals)}

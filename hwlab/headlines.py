@@ -792,12 +792,18 @@ def _lab1b_range(
         and not launches.empty
         and {"batch", "metric", "value"} <= set(launches.columns)
     ):
-        vals = pd.to_numeric(
-            launches[(launches["batch"] == batch) & (launches["metric"] == metric)]["value"],
-            errors="coerce",
-        ).dropna()
-        if len(vals) > 1 and vals.min() <= v <= vals.max():
-            return float(vals.min()), float(vals.max())
+        sel = launches[(launches["batch"] == batch) & (launches["metric"] == metric)]
+        sel = sel.assign(value=pd.to_numeric(sel["value"], errors="coerce"))
+        sel = sel.dropna(subset=["value"])
+        # the Lab 1b value is the median over the primary kernel's launches: that kernel's
+        # launches (not other kernels' captured beside it) give its range
+        groups = [g for _, g in sel.groupby("kernel")] if "kernel" in sel else [sel]
+        groups = [g for g in groups if len(g) > 1]
+        if groups:
+            g = min(groups, key=lambda g: abs(float(g["value"].median()) - v))
+            lo, hi = float(g["value"].min()), float(g["value"].max())
+            if lo <= v <= hi:
+                return lo, hi
     return v, v
 
 

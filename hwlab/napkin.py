@@ -223,9 +223,29 @@ def tp_steps(c: TPComm, bandwidths: list[tuple[str, float]]) -> list[str]:
         lines.append(
             f"communication per pass at {bw:.4g} GB/s busbw ({label}) = "
             f"{c.ring_traffic_per_pass_bytes / GB:.4g} GB / {bw:.4g} GB/s = "
-            f"{c.time_s(bw) * 1e3:.4g} ms"
+            f"{_ms(c.time_s(bw) * 1e3)} ms"
         )
     return lines
+
+
+def _ms(x: float) -> str:
+    """Milliseconds as the tables print them (no exponent notation)."""
+    from hwlab.io import fmt_number
+
+    return fmt_number(x) if abs(x) >= 1000 else f"{x:.4g}"
+
+
+def _g3(x: float) -> str:
+    """3 significant digits, thousands grouped instead of an exponent."""
+    from hwlab.io import fmt_number
+
+    return fmt_number(x) if abs(x) >= 1000 else f"{x:.3g}"
+
+
+def _md(df) -> str:
+    from hwlab.io import markdown
+
+    return markdown(df.astype(object).where(df.notna(), None))
 
 
 def _close(a: float, b: float, rel: float) -> bool:
@@ -465,7 +485,7 @@ def tp_markdown(rows: list[dict[str, Any]], bandwidths: list[Bandwidth]) -> str:
     lines += [
         check[["quantity", "writeup", "formula", "ratio", "follows", "explanation"]]
         .rename(columns={"ratio": "writeup / formula", "follows": "follows?"})
-        .to_markdown(index=False, floatfmt=".3g"),
+        .pipe(_md),
         "",
         "- the bandwidth: NVLink 4 is 900 GB/s bidirectional, 450 GB/s per direction; a ring "
         "AllReduce's busbw is bounded by the per-direction rate, so ~750 GB/s as busbw is above "
@@ -493,7 +513,7 @@ def tp_markdown(rows: list[dict[str, Any]], bandwidths: list[Bandwidth]) -> str:
                 "allreduces_per_pass": "AllReduces / pass",
                 "ring_traffic_per_pass_gb": "ring GB / GPU / pass",
             }
-        ).to_markdown(index=False, floatfmt=".4g", missingval="—"),
+        ).pipe(_md),
         "",
         "- ms @ X: communication per forward pass at bus bandwidth X (— where X is unknown, "
         "e.g. the sweep was skipped; 0 where TP = 1 has no AllReduce)",
@@ -910,7 +930,7 @@ def decode_markdown(
             for m in wide.columns:
                 ms, t = wide.loc[dev, m], tp.loc[dev, m]
                 cells.loc[dev, m] = (
-                    "—" if pd.isna(ms) else f"{ms:.3g}" + (f" (TP{int(t)})" if t and t > 1 else "")
+                    "—" if pd.isna(ms) else _g3(ms) + (f" (TP{int(t)})" if t and t > 1 else "")
                 )
         lines += [
             f"#### {prec}: decode step (ms) at batch 1, TP AllReduces included",
@@ -966,13 +986,13 @@ def decode_steps(r: dict[str, Any], device: str) -> list[str]:
         per = f"{r['weight_gb']:.3g} GB" + (f" / TP {tp}" if tp > 1 else "")
         line = (
             f"decode step lower bound at batch 1: {per} / {r['mem_bw_gbps']:g} GB/s = "
-            f"{r['weights_ms']:.3g} ms"
+            f"{_g3(r['weights_ms'])} ms"
         )
         if tp > 1:
             line += (
-                f" + {r['allreduce_ms']:.3g} ms of TP AllReduces ({r['link']}: "
+                f" + {_g3(r['allreduce_ms'])} ms of TP AllReduces ({r['link']}: "
                 f"{r['link_latency_us']:g} µs each, {r['link_gbps']:g} GB/s) = "
-                f"{r['step_ms']:.3g} ms"
+                f"{_g3(r['step_ms'])} ms"
             )
         steps.append(line + f" -> at most {r['tokens_per_s']:.4g} tokens/s")
     if r["ridge_dense"] or r["ridge_sparse"]:

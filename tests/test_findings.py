@@ -175,8 +175,9 @@ def test_gpu_util_four_outcomes():
     f = H.gpu_util_finding(decode(50.0, util_spread=0.1), lab1b(1.13, 1.75))
     assert f.verdict == H.INCONCLUSIVE and "GPU-Util busy" in f.text
     # NCU's launches spread across the 10% "idle" line
-    launches = pd.DataFrame({"batch": [1, 1, 1], "metric": ["dram_throughput"] * 3,
-                             "value": [8.0, 9.5, 12.0]})  # fmt: skip
+    launches = pd.DataFrame({"batch": [1] * 5, "kernel": ["flash"] * 3 + ["other"] * 2,
+                             "metric": ["dram_throughput"] * 5,
+                             "value": [8.0, 9.5, 12.0, 40.0, 50.0]})  # fmt: skip
     f = H.gpu_util_finding(decode(89.0), lab1b(1.13, 9.5), ncu_launches=launches)
     assert f.verdict == H.INCONCLUSIVE and f.evidence["ncu_dram_range"] == [8.0, 12.0]
     f = H.gpu_util_finding(decode(None), None, ["batches 1, 32: skipped: no GPU"])
