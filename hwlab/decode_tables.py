@@ -543,7 +543,7 @@ def _class_panel(ax, cls: pd.DataFrame, phase: str, label: str) -> None:
         bottom = [b + v for b, v in zip(bottom, vals, strict=True)]
     for x, b in zip(xs, d.index, strict=True):
         if b in partial:
-            ax.text(x, 0.5, "not itemised", rotation=90, ha="center", va="center", fontsize=7)
+            ax.text(x, 0.5, "not itemised\nin this run", ha="center", va="center", fontsize=7)
         elif "share_lo" in c and phase == "decode":
             # whiskers: the largest class's min-max over the profiled steps
             row = c[(c.batch == b)].sort_values("share").iloc[-1]
@@ -553,11 +553,13 @@ def _class_panel(ax, cls: pd.DataFrame, phase: str, label: str) -> None:
                             [row["share_hi"] - row["share"]]], fmt="none", ecolor="k",
                             capsize=3, lw=0.8)  # fmt: skip
     ax.set_xticks(xs, [str(b) for b in d.index])
+    ax.set_xlim(-0.6, max(len(xs), 1) - 0.4)
     ax.set_ylim(0, 1)
     ax.set_xlabel("batch")
     ax.set_ylabel("share of device time")
     ax.set_title(f"{label + ': ' if label else ''}kernel classes — {phase}")
-    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.0, 1.0))
+    if ax.get_legend_handles_labels()[0]:
+        ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.0, 1.0))
 
 
 # ---- the aggregation job ----------------------------------------------------------------------

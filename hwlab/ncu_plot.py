@@ -135,11 +135,11 @@ def _plot_overlay_only(o: pd.DataFrame, png: str, svg: str, reasons: list[str], 
     ax.set_xlabel("% (log scale)")
     ax.invert_yaxis()
     ax.legend(fontsize=7)
+    import textwrap
+
+    why = "\n".join(textwrap.wrap("; ".join(reasons), 110)) if reasons else ""
     ax.set_title(
-        "Speed-of-Light: "
-        + label
-        + " only — this run captured nothing"
-        + ("\n" + "; ".join(reasons) if reasons else ""),
+        f"Speed-of-Light: {label} only — this run captured nothing" + (f"\n{why}" if why else ""),
         fontsize=7,
     )
     figures.save(fig, png, svg)
