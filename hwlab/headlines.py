@@ -740,7 +740,7 @@ def regime_finding(
         what = (
             "the stages do not appear in the writeup's order (overhead → L2 → HBM → compute)"
             if order != sorted(order)
-            else f"only {stages} of its 4 stages appear"
+            else f"only {stages} of its 4 stages {'appears' if stages == 1 else 'appear'}"
             + ("" if clear and clear[-1] == STAGES[3] else ", not ending compute-bound")
         )
         text += f" This differs from the writeup's four-stage transition: {what}."
