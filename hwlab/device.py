@@ -34,7 +34,11 @@ device time is bound by Python/launch, not by the device), whether the target wa
 and why it stopped.
 
 Detection reads only what the machine reports (torch, NVML, /proc, /sys); matching the
-device to the hardware catalog is :mod:`hwlab.catalog`'s job.
+device to the hardware catalog is :mod:`hwlab.catalog`'s job. A CPU's matrix engine is read
+from its cpuinfo flags (:func:`cpu_matrix_engine`): Intel AMX (``amx_bf16``, ``amx_int8``,
+``amx_fp16``, with ``amx_tile``) is a matrix engine, which oneDNN (and so torch) uses for
+bf16 / int8 matmuls; ``avx512_bf16``, ``avx512_vnni``, ``avx_vnni`` are dot-product
+instructions on the vector units, not a matrix engine.
 """
 
 from __future__ import annotations
@@ -160,6 +164,56 @@ def _cpu_llc_bytes() -> int | None:
     return best[1] if best else None
 
 
+AMX_FLAGS = ("amx_bf16", "amx_int8", "amx_fp16", "amx_tile", "amx_complex")
+DOT_PRODUCT_FLAGS = ("avx512_bf16", "avx512_vnni", "avx_vnni", "avx_vnni_int8", "avx512_fp16")
+
+
+def cpu_flags(cpuinfo: str | None = None) -> list[str]:
+    """The feature flags of the first CPU in /proc/cpuinfo (or of ``cpuinfo`` text)."""
+    if cpuinfo is None:
+        try:
+            cpuinfo = Path("/proc/cpuinfo").read_text()
+        except OSError:
+            return []
+    for line in cpuinfo.splitlines():
+        key, _, value = line.partition(":")
+        if key.strip().lower() in ("flags", "features"):  # x86 / arm64
+            return value.split()
+    return []
+
+
+def cpu_matrix_engine(flags: list[str]) -> dict[str, Any]:
+    """Whether the CPU has a matrix engine, from its flags (pure).
+
+    ``amx``: Intel AMX with bf16 or int8 tiles (the matrix-engine path for bf16 / int8
+    matmuls); ``bf16_dot_product``: bf16 / int8 dot-product instructions present, which run
+    on the vector units and are not a matrix engine."""
+    have = set(flags)
+    amx = [f for f in AMX_FLAGS if f in have]
+    dot = [f for f in DOT_PRODUCT_FLAGS if f in have]
+    engine = bool({"amx_bf16", "amx_int8"} & have)
+    return {
+        "amx": engine,
+        "amx_flags": amx,
+        "matrix_dtypes": [
+            d
+            for d, f in (("bf16", "amx_bf16"), ("int8", "amx_int8"), ("fp16", "amx_fp16"))
+            if f in have
+        ],  # fmt: skip
+        "bf16_dot_product": dot,
+        "note": (
+            f"AMX matrix engine ({', '.join(amx)}): bf16 / int8 matmuls run on it (oneDNN)"
+            if engine
+            else (
+                f"no matrix engine; {', '.join(dot)}: bf16 dot-product instructions on the "
+                "vector units, not a matrix engine"
+                if dot
+                else "no matrix engine and no bf16 dot-product instructions"
+            )
+        ),
+    }
+
+
 def _nvml_driver() -> str | None:
     try:
         import pynvml
@@ -202,6 +256,7 @@ def detect(requested: str = "auto", index: int = 0) -> dict[str, Any]:
         "cpu_model": _cpu_model(),
         "cpu_threads": available_threads(),
         "cpu_llc_bytes": _cpu_llc_bytes(),
+        "cpu_matrix_engine": cpu_matrix_engine(cpu_flags()),
         "host_memory_bytes": os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES"),
         "torch_cuda": torch.version.cuda,
         "gpu_count": torch.cuda.device_count() if has_cuda else 0,

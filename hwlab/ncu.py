@@ -576,7 +576,9 @@ def lab1b_markdown(
     if not ok:
         lines.append("No batch was captured on this run:")
         lines.append("")
-        lines += [f"- batch {s.batch}: {s.status}: {s.reason}" for s in summaries]
+        from hwlab.io import group_reasons
+
+        lines += [f"- {g}" for g in group_reasons((s.batch, s.status, s.reason) for s in summaries)]
         if not summaries:
             lines.append("- no batch is configured (ncu.batches is empty)")
         return "\n".join(lines) + "\n"

@@ -75,12 +75,11 @@ def _num(v: Any) -> float | None:
 
 
 def cpu_isa(device: dict[str, Any]) -> tuple[str | None, set[str]]:
-    """(matrix engine, ISA flags) as device.json records them. The keys are read here
-    only: ``matrix_engine`` (e.g. "AMX") and ``cpu_flags`` (a list or a space-separated
-    string, /proc/cpuinfo's flags); ``isa_flags`` is accepted as an alias."""
-    engine = device.get("matrix_engine") or None
-    raw = device.get("cpu_flags") or device.get("isa_flags") or []
-    flags = set(raw.split()) if isinstance(raw, str) else {str(f) for f in raw}
+    """(matrix engine, ISA flags) as device.json records them (``cpu_matrix_engine``, from
+    :func:`hwlab.device.cpu_matrix_engine`); the keys are read here only."""
+    me = device.get("cpu_matrix_engine") or {}
+    engine = "AMX" if me.get("amx") else None
+    flags = {str(f) for f in [*(me.get("amx_flags") or []), *(me.get("bf16_dot_product") or [])]}
     return engine, flags
 
 
@@ -96,18 +95,17 @@ def precision_pair(device: dict[str, Any]) -> dict[str, Any]:
             "path": f"matrix engine {engine or 'AMX'}",
             "reason": None,
         }
-    if "avx512_bf16" in flags:
-        return {
-            "fast": "bf16",
-            "base": "fp32",
-            "path": "AVX512-BF16 (VDPBF16PS: two bf16 products per fp32 lane)",
-            "reason": None,
-        }
-    if not flags and not engine:
-        why = "device.json records no matrix engine or CPU ISA flags (matrix_engine, cpu_flags)"
+    if "cpu_matrix_engine" not in device:
+        why = "device.json records no CPU matrix engine (cpu_matrix_engine)"
+    elif flags:
+        why = (
+            f"this CPU has no matrix engine ({', '.join(sorted(flags))}: bf16 dot-product "
+            "instructions on the vector units): the writeup's 2x is a tensor-core / "
+            "matrix-engine claim (halved width, same tile area), not evaluable here"
+        )
     else:
-        why = "this CPU has no bf16 matrix instructions (no AMX, no AVX512-BF16): a bf16 GEMM "
-        why += "converts to fp32 and would measure the conversion, not a halved-width unit"
+        why = "this CPU has no matrix engine and no bf16 instructions: a bf16 GEMM converts "
+        why += "to fp32 and would measure the conversion, not a halved-width unit"
     return {"fast": None, "base": None, "path": None, "reason": why}
 
 
@@ -527,7 +525,7 @@ def per_watt_rows(
     for b in models_b:
         group = []
         for key, e in entries.items():
-            r = N.decode_napkin(b, prec, e["memory_gb"], e["mem_bw_gbps"])
+            r = N.decode_napkin(b, prec, e["memory_gb"], e["mem_bw_gbps"], entry=e)
             tp = r["min_tp"]
             watts = tdp_watts(e)
             tok = r["tokens_per_s"]

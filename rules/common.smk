@@ -194,8 +194,8 @@ def decode_params(wildcards):
 
 
 def decode_batch_files(kind):
-    """Per-batch files of the sweep: kind json or kernels."""
-    suffix = {"json": "json", "kernels": "kernels.csv"}[kind]
+    """Per-batch files of the sweep: kind json, kernels or trace."""
+    suffix = {"json": "json", "kernels": "kernels.csv", "trace": "trace.json.gz"}[kind]
     return [f"{RES}/decode/b{b}.{suffix}" for b in config["decode"]["batches"]]
 
 
@@ -458,6 +458,8 @@ def analysis_targets():
         f"{RES}/tables/roofline.md",
         f"{RES}/figures/roofline.png",
         f"{RES}/figures/roofline.svg",
+        f"{RES}/tables/peaks.csv",
+        f"{RES}/tables/peaks.md",
         f"{RES}/tables/napkin_decode.csv",
         f"{RES}/tables/napkin_decode.md",
         *decode_targets(),

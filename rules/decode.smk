@@ -33,6 +33,7 @@ rule decode_tables:
     input:
         records=decode_batch_files("json"),
         kernels=decode_batch_files("kernels"),
+        traces=decode_batch_files("trace"),
         peaks=rules.peaks.output.peaks,
         device=rules.device.output.device,
         classes=repo_path(config["decode"]["kernel_classes"]),

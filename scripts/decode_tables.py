@@ -16,5 +16,6 @@ write_decode_tables(
     classes_yaml=snakemake.input.classes,
     manifest_json=snakemake.input.manifest,
     out=dict(snakemake.output.items()),
+    traces=list(snakemake.input.traces),
     **snakemake.params.tables,
 )

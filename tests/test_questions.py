@@ -86,14 +86,20 @@ def test_prefill_mfu_finding_verdicts():
 
 
 def test_precision_pair_reads_the_device():
+    from hwlab.device import cpu_matrix_engine
+
+    def cpu(*flags):
+        return {"kind": "cpu", "cpu_matrix_engine": cpu_matrix_engine(list(flags))}
+
     assert Q.precision_pair({"kind": "cuda"})["fast"] == "fp8"
-    avx = Q.precision_pair({"kind": "cpu", "cpu_flags": "fma avx512f avx512_bf16"})
-    assert (avx["fast"], avx["base"]) == ("bf16", "fp32") and "VDPBF16PS" in avx["path"]
-    amx = Q.precision_pair({"kind": "cpu", "cpu_flags": ["amx_bf16", "amx_tile"]})
-    assert "matrix engine" in amx["path"]
-    assert "AMX" in Q.precision_pair({"kind": "cpu", "matrix_engine": "AMX"})["path"]
-    none = Q.precision_pair({"kind": "cpu", "cpu_flags": "avx2 fma"})
-    assert none["fast"] is None and "no bf16 matrix" in none["reason"]
+    amx = Q.precision_pair(cpu("amx_bf16", "amx_tile", "avx512_bf16"))
+    assert (amx["fast"], amx["base"]) == ("bf16", "fp32") and "AMX" in amx["path"]
+    # bf16 dot-product instructions on the vector units are not a matrix engine
+    avx = Q.precision_pair(cpu("fma", "avx512f", "avx512_bf16"))
+    assert avx["fast"] is None and "no matrix engine" in avx["reason"]
+    assert "avx512_bf16" in avx["reason"]
+    none = Q.precision_pair(cpu("avx2", "fma"))
+    assert none["fast"] is None and "no bf16 instructions" in none["reason"]
     assert "device.json records no" in Q.precision_pair({"kind": "cpu"})["reason"]
 
 
@@ -217,9 +223,13 @@ def test_per_watt_by_hand():
     assert nano["min_tp"] == 1 and nano["watts"] == 15  # the top of its 7-15 W range
     assert nano["tokens_per_s_per_watt"] == pytest.approx(68 / 6 / 15, rel=1e-6)
     h70 = rows[("70B", "h100_sxm")]
-    # 140 GB needs TP 2: 70 GB / 3350 GB/s per step -> 47.86 tok/s at 1400 W
-    assert (h70["min_tp"], h70["watts"]) == (2, 1400)
-    assert h70["tokens_per_s_per_watt"] == pytest.approx(3350 / 70 / 1400, rel=1e-6)
+    # 140 GB with 20% of each GPU kept for the KV cache (napkin.kv_headroom): 2 x 64 GB is
+    # too little, TP 4 fits: 35 GB / 3350 GB/s = 10.448 ms of weights per step, plus 160
+    # AllReduces over NVLink 4 (6 us + 16 KiB x 1.5 / 450 GB/s each) = 0.9687 ms
+    # -> 11.416 ms, 87.59 tok/s at 2800 W
+    assert (h70["min_tp"], h70["watts"]) == (4, 2800)
+    step_s = 35 / 3350 + 160 * (6e-6 + 16384 * 1.5 / 450e9)
+    assert h70["tokens_per_s_per_watt"] == pytest.approx(1 / step_s / 2800, rel=1e-6)
     assert not rows[("70B", "rtx5080")]["eligible"]  # TP 16 without NVLink
     assert rows[("3B", "m3_ultra")]["tokens_per_s_per_watt"] is None  # no TDP
     for b in ("3B", "70B", "405B"):
