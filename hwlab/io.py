@@ -95,6 +95,23 @@ def write_text(path: str | os.PathLike, text: str) -> None:
         tmp.write_text(text)
 
 
+def fmt_sig(x: Any, digits: int = 3) -> str:
+    """``digits`` significant digits as prose prints them, never in exponent notation for
+    ordinary magnitudes: from 10**digits up the whole number, thousands grouped (1,330);
+    below, the %g form (558, 9.91, 0.00774); '—' for a missing value."""
+    if x is None:
+        return "—"
+    try:
+        v = float(x)
+    except (TypeError, ValueError):
+        return str(x)
+    if not math.isfinite(v):
+        return "—" if v != v else str(v)
+    if abs(v) >= 10**digits:
+        return f"{v:,.0f}"
+    return f"{v:.{digits}g}"
+
+
 def fmt_number(x: Any) -> str:
     """A number as a table shows it, never in exponent notation for ordinary magnitudes:
     thousands grouped and no decimals from 1,000 up (1,180), one decimal from 10 (38.6),

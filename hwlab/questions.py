@@ -36,6 +36,7 @@ import pandas as pd
 
 from hwlab import formulas as F
 from hwlab import headlines as H
+from hwlab.io import fmt_sig as num
 
 WRITEUP_RATIO = 2.0
 RATIO_TOLERANCE = 0.10
@@ -58,7 +59,7 @@ NOMINAL_PARAMS_B = {
 
 
 def _g(v: float | None) -> str:
-    return "n/a" if v is None else f"{v:.4g}"
+    return "n/a" if v is None else f"{num(v)}"
 
 
 def _num(v: Any) -> float | None:
@@ -189,10 +190,10 @@ def precision_ratio_finding(
     m_end = ends["memory-bound end"]
     text = (
         f"{fast} vs {base} ({pair['path']}): at the compute-bound end (M={c['M']}) {fast} "
-        f"runs {c['ratio']:.3g}× {base} [{c['lo']:.3g}, {c['hi']:.3g}]; at the memory-bound "
-        f"end (M={m_end['M']}) {m_end['ratio']:.3g}× (bytes moved, not the matrix "
+        f"runs {num(c['ratio'])}× {base} [{num(c['lo'])}, {num(c['hi'])}]; at the memory-bound "
+        f"end (M={m_end['M']}) {num(m_end['ratio'])}× (bytes moved, not the matrix "
         f"unit, set that end). The writeup says exactly {WRITEUP_RATIO:g}×"
-        + (f"; the catalog's dense peaks give {cat:.3g}×" if cat else "")
+        + (f"; the catalog's dense peaks give {num(cat)}×" if cat else "")
         + ". "
         + {
             H.HOLDS: f"The measured ratio is within ±{100 * RATIO_TOLERANCE:.0f}% of 2×.",
@@ -338,7 +339,7 @@ def prefill_mfu_finding(decode: pd.DataFrame | None, band: tuple = MFU_BAND) -> 
         for _, r in ok.iterrows()
     }
     basis = r0.get("mfu_peak_basis")
-    listing = ", ".join(f"batch {b}: {v['mfu']:.3g}%" for b, v in per.items())
+    listing = ", ".join(f"batch {b}: {num(v['mfu'])}%" for b, v in per.items())
     ev = {"per_batch": per, "params": params, "basis": basis}
     if not THREE_B[0] <= params <= THREE_B[1]:
         return H.Finding(
@@ -346,7 +347,7 @@ def prefill_mfu_finding(decode: pd.DataFrame | None, band: tuple = MFU_BAND) -> 
             title,
             H.NOT_EVALUABLE,
             f"Not evaluable here: the claim is about a 3B model, this run's has "
-            f"{params / 1e9:.3g} B parameters. Its prefill MFU ({basis}): {listing}.",
+            f"{num(params / 1e9)} B parameters. Its prefill MFU ({basis}): {listing}.",
             ev,
             th,
         )
@@ -358,7 +359,7 @@ def prefill_mfu_finding(decode: pd.DataFrame | None, band: tuple = MFU_BAND) -> 
     verdict = H.all_of(*(v["verdict"] for v in per.values()))
     inside = [b for b, v in per.items() if v["verdict"] == H.HOLDS]
     text = (
-        f"Prefill MFU of this {params / 1e9:.3g} B model ({basis}): {listing}. "
+        f"Prefill MFU of this {num(params / 1e9)} B model ({basis}): {listing}. "
         f"In the writeup's {band[0]:g}–{band[1]:g}% band: "
         f"{', '.join(f'batch {b}' for b in inside) or 'no batch'}."
     )
@@ -421,7 +422,8 @@ def run_efficiency(roofline: pd.DataFrame | None) -> tuple[float | None, str]:
     r = ok.loc[i]
     eff = min(1.0, float(r["pct_dense_peak"]) / 100)
     return eff, (
-        f"best GEMM of this run: {r['dtype']} M={int(r['M'])} at {float(r['pct_dense_peak']):.3g}% "
+        f"best GEMM of this run: {r['dtype']} M={int(r['M'])} at "
+        f"{num(float(r['pct_dense_peak']))}% "
         f"of its {r.get('peak_basis', '')} dense peak"
     )
 
@@ -588,8 +590,8 @@ def section3_5(run, by_key: dict[str, H.Finding]) -> list[str]:
             lines.append(
                 "- Prefill MFU by batch: "
                 + ", ".join(
-                    f"{int(r['batch'])}: {r['prefill_mfu_pct']:.3g}% "
-                    f"({r['prefill_tflops']:.3g} TFLOP/s)"
+                    f"{int(r['batch'])}: {num(r['prefill_mfu_pct'])}% "
+                    f"({num(r['prefill_tflops'])} TFLOP/s)"
                     for _, r in ok.iterrows()
                 )
                 + f" — against {ok['mfu_peak_basis'].iloc[0]}."
@@ -618,10 +620,10 @@ def section8(run, by_key: dict[str, H.Finding], catalog_path: str | None = None)
         w_ms = F.decode_step_napkin_s(float(r["weight_mb"]) * 1e6, 0, float(r["bw_gbps"])) * 1e3
         f = by_key.get("decode_overhead")
         L.append(
-            f"1. **Napkin decode estimate.** {float(r['weight_mb']) / 1e3:.3g} GB of weights / "
-            f"{fmt_bw(float(r['bw_gbps']))} ({r['bw_basis']}) = {w_ms:.3g} ms per step at "
-            f"batch {int(r['batch'])} (with the K/V cache read: {float(r['napkin_ms']):.3g} ms); "
-            f"measured TPOT {tpot:.3g} ms, {tpot / w_ms:.3g}× "
+            f"1. **Napkin decode estimate.** {num(float(r['weight_mb']) / 1e3)} GB of weights / "
+            f"{fmt_bw(float(r['bw_gbps']))} ({r['bw_basis']}) = {num(w_ms)} ms per step at "
+            f"batch {int(r['batch'])} (with the K/V cache read: {num(float(r['napkin_ms']))} ms); "
+            f"measured TPOT {num(tpot)} ms, {num(tpot / w_ms)}× "
             "the 30-second napkin"
             + (f" — see the headline _{f.title}_ ({f.verdict})." if f else ".")
         )
@@ -662,7 +664,7 @@ def section8(run, by_key: dict[str, H.Finding], catalog_path: str | None = None)
                 return "—" if v is None and not eff else (f"{v}" if v else f"> {TP_DEGREES[-1]}")
 
             def sh(v):
-                return "—" if v is None else f"{100 * v:.3g}%"
+                return "—" if v is None else f"{num(100 * v)}%"
 
             L.append(
                 f"| {r['model']} | {r['writeup_practice']} | {tp(r['tp_catalog'])} | "
@@ -702,8 +704,8 @@ def section8(run, by_key: dict[str, H.Finding], catalog_path: str | None = None)
         for r in sorted(grp, key=lambda r: -(r["tokens_per_s_per_watt"] or 0)):
             if not r["tokens_per_s"]:
                 continue
-            s = f"{r['device']} TP{r['min_tp']}: {r['tokens_per_s']:.3g} tok/s" + (
-                f", {r['tokens_per_s_per_watt']:.3g} tok/s/W" if r["tokens_per_s_per_watt"] else ""
+            s = f"{r['device']} TP{r['min_tp']}: {num(r['tokens_per_s'])} tok/s" + (
+                f", {num(r['tokens_per_s_per_watt'])} tok/s/W" if r["tokens_per_s_per_watt"] else ""
             )
             if r["best"]:
                 s = f"★ **{s}**"

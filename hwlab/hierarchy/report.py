@@ -23,6 +23,7 @@ import pandas as pd
 
 from hwlab import headlines as H
 from hwlab.hierarchy.table import fmt_bw, fmt_bytes
+from hwlab.io import fmt_sig as num
 
 TOLERANCE_DECADES = 0.5
 KNEE_TOLERANCE = 0.15
@@ -106,15 +107,15 @@ def principle_finding(table: pd.DataFrame | None, reason: str | None = None) -> 
     whole = step(first, last)
     verdict = H.all_of(*(s["verdict"] for s in steps))
     parts = [
-        f"{s['from']} → {s['to']}: bandwidth ÷{s['bandwidth_drop']:.3g}, latency "
-        f"×{s['latency_jump']:.3g} ({s['decades_apart']:+.2f} decades apart: {s['verdict']})"
+        f"{s['from']} → {s['to']}: bandwidth ÷{num(s['bandwidth_drop'])}, latency "
+        f"×{num(s['latency_jump'])} ({s['decades_apart']:+.2f} decades apart: {s['verdict']})"
         for s in steps
     ]
     text = (
         "Each step down the measured hierarchy, bandwidth drop against latency jump: "
         + "; ".join(parts)
         + f". Across the whole hierarchy ({first['level']} → {last['level']}) bandwidth falls "
-        f"{whole['bandwidth_drop']:.3g}× while latency rises {whole['latency_jump']:.3g}×. "
+        f"{num(whole['bandwidth_drop'])}× while latency rises {num(whole['latency_jump'])}×. "
     )
     held = [f"{s['from']}→{s['to']}" for s in steps if s["verdict"] == H.HOLDS]
     failed = [f"{s['from']}→{s['to']}" for s in steps if s["verdict"] == H.FAILS]

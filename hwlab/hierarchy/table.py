@@ -22,6 +22,7 @@ from typing import Any
 import pandas as pd
 
 from hwlab.hierarchy import knees as K
+from hwlab.io import fmt_sig as num
 
 GUARD = 2**0.25  # a plateau stays a quarter octave away from its boundaries
 BEYOND = 2.0  # the memory level: points at least an octave past the last capacity
@@ -47,14 +48,14 @@ def fmt_bytes(n: float | None) -> str:
     for unit, f in (("GiB", 1024**3), ("MiB", 1024**2), ("KiB", 1024)):
         if n >= f:
             v = n / f
-            return f"{v:.3g} {unit}"
+            return f"{num(v)} {unit}"
     return f"{n:.0f} B"
 
 
 def fmt_bw(gbps: float | None) -> str:
     if gbps is None or (isinstance(gbps, float) and math.isnan(gbps)):
         return "—"
-    return f"{gbps / 1e3:.3g} TB/s" if gbps >= 1000 else f"{gbps:.3g} GB/s"
+    return f"{num(gbps / 1e3)} TB/s" if gbps >= 1000 else f"{num(gbps)} GB/s"
 
 
 def points_frame(memory: dict[str, Any]) -> pd.DataFrame:
@@ -212,7 +213,7 @@ def link_rows(link: dict[str, Any] | None) -> list[dict[str, Any]]:
                 "read_gbps_hi": big["gbps_hi"],
                 "latency_ns": small["time_us"] * 1e3,
                 "method": "torch copy_ "
-                + ", ".join(f"{n} {best[n][0]['gbps']:.3g} GB/s" for n in sorted(best))
+                + ", ".join(f"{n} {num(best[n][0]['gbps'])} GB/s" for n in sorted(best))
                 + f"; latency = one {small['size_bytes']} B copy ({name})",
             }
         )
@@ -416,7 +417,7 @@ def _lat(row: dict[str, Any]) -> str:
     ns = row.get("latency_ns")
     if ns is None or pd.isna(ns):
         return "—"
-    s = f"{ns / 1e3:.3g} µs" if ns >= 1e4 else f"{ns:.3g} ns"
+    s = f"{num(ns / 1e3)} µs" if ns >= 1e4 else f"{num(ns)} ns"
     cyc = row.get("latency_cycles")
     if cyc is not None and not pd.isna(cyc):
         s += f" ({cyc:.0f} cycles)"
