@@ -633,7 +633,9 @@ def section8(run, by_key: dict[str, H.Finding], catalog_path: str | None = None)
     g = by_key.get("gpu_util")
     L.append(
         "2. **GPU-Util vs real work.** "
-        + (f"_{g.verdict}_: {g.text} " if g else "")
+        + (f"Headline *{g.title}*: _{g.verdict}_ here (its evidence is above). " if g else "")
+        + "GPU-Util is the share of NVML's sample period in which any kernel ran, not how "
+        "busy the SMs or the memory were. "
         + "Look at NCU's `sm__throughput.avg.pct_of_peak_sustained_elapsed` and "
         "`gpu__dram_throughput.avg.pct_of_peak_sustained_elapsed` (tables/ncu_lab1b.md) instead."
     )
