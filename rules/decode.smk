@@ -34,6 +34,7 @@ rule decode_tables:
         peaks=rules.peaks.output.peaks,
         device=rules.device.output.device,
         classes=repo_path(config["decode"]["kernel_classes"]),
+        graph=decode_files("json", "graph"),
         code=code("decode_tables", "inventory", "figures", "formulas", "io"),
     output:
         decode_csv=report(

@@ -15,5 +15,6 @@ write_decode_tables(
     device_json=snakemake.input.device,
     classes_yaml=snakemake.input.classes,
     out=dict(snakemake.output.items()),
+    graph_records=list(snakemake.input.graph),
     **snakemake.params.tables,
 )
