@@ -17,6 +17,7 @@ from typing import Any
 
 import pandas as pd
 
+from hwlab import decode_findings as DF
 from hwlab import headlines as H
 from hwlab.io import read_json
 
@@ -184,8 +185,11 @@ def headlines(run: Run) -> list[H.Finding]:
         H.plateau_finding(roof, ceil),
         H.sweet_spot_finding(roof),
         H.attention_finding(run.kernel_classes),
-        H.decode_overhead_finding(run.decode),
+        DF.decode_overhead_finding(
+            DF.load_model(run.folder), H.decode_overhead_finding(run.decode)
+        ),
         H.cache_finding(roof, run.ncu_gemm),
+        *DF.headlines(run.folder),
     ]
 
 
@@ -511,6 +515,8 @@ def render(run: Run, findings: list[H.Finding] | None = None) -> str:
     if "decode" in run.texts:
         L += ["#### Decode sweep (TPOT, throughput, napkin bound)", "", run.texts["decode"]]
         L.append(_figure(run, "decode_sweep", "TPOT and throughput vs batch"))
+
+    L += [""] + DF.section_lines(run.folder, by_key)
 
     L += ["", f"## {SECTIONS[2]}", ""]
     L.append(run.texts.get("ncu_lab1b") or _skipped(run, "ncu", "Lab 1b"))
