@@ -216,14 +216,14 @@ def graph_gap_finding(
     )
     text = (
         f"At batch {p['batch']} graph mode takes {H._fmt(p['graph_ms'])} ms per step against "
-        f"{H._fmt(p['eager_ms'])} ms eager ({p['speedup']:.3g}×) and a napkin bound of "
-        f"{H._fmt(p['napkin_ms'])} ms: it removes "
+        f"{H._fmt(p['eager_ms'])} ms eager ({H._fmt(p['speedup'])}×) and a napkin bound of "
+        f"{H._fmt(p['napkin_ms'])} ms"
         + (
-            f"{100 * p['removed']:.0f}% of the eager gap to the bound"
+            f": it removes {100 * p['removed']:.0f}% of the eager gap to the bound and stays "
+            f"at {H._fmt(p['graph_over_napkin'])}× the bound"
             if p["removed"] is not None
-            else "nothing measurable of the gap"
+            else " (no gap to the bound to remove)"
         )
-        + f" and stays at {p['graph_over_napkin']:.2g}× the bound"
     )
     if compile_s is not None:
         text += f" (compiling took {compile_s:.3g} s, not counted in TPOT)"

@@ -89,10 +89,11 @@ def config_errors(config: dict[str, Any]) -> list[str]:
     batches = list(d.get("batches", []))
     errors = []
     extra = [b for b in d.get("graph_batches", []) if b not in batches]
-    if extra:
+    if extra and "graph" in d.get("mode", []):
         errors.append(
-            f"decode.graph_batches: {extra} not in decode.batches {batches} "
-            "(graph mode is measured beside an eager record of the same batch)."
+            f"decode.graph_batches: {extra} not in decode.batches {batches} (graph mode is "
+            "measured beside an eager record of the same batch; [] = every decode batch, or "
+            "drop graph from decode.mode)."
         )
     fit = list(m.get("fit_batches", []))
     bad = [b for b in fit if b not in batches]

@@ -181,8 +181,8 @@ def trace_step_terms(trace: dict[str, Any], rules) -> dict[str, Any]:
     and copies by their launch (runtime call with the same correlation id) inside the step,
     device durations; duration = the GPU-side annotation, else the kernels' span. gaps =
     duration - the time in ops / kernels (CPU: Python between ops; GPU: idle)."""
-    from hwlab.decode import DECODE
     from hwlab.inventory import (
+        ANNOTATIONS,
         DEVICE_CATS,
         LAUNCH_CATS,
         _complete,
@@ -191,16 +191,17 @@ def trace_step_terms(trace: dict[str, Any], rules) -> dict[str, Any]:
         matmul_rows,
     )
 
+    decode = next(k for k, v in ANNOTATIONS.items() if v == "decode")  # hwlab.decode: torch
     events = trace.get("traceEvents", [])
     cpu_ann = sorted(
         (float(e["ts"]), float(e["ts"]) + float(e.get("dur", 0)))
         for e in _complete(events, ["user_annotation"])
-        if e["name"] == DECODE
+        if e["name"] == decode
     )
     gpu_ann = sorted(
         (float(e["ts"]), float(e.get("dur", 0)))
         for e in _complete(events, ["gpu_user_annotation"])
-        if e["name"] == DECODE
+        if e["name"] == decode
     )
     if not cpu_ann:
         return {}

@@ -71,6 +71,8 @@ def test_cpu_run_findings(tiny_run):
         "attention",
         "decode_overhead",
         "cache",
+        "graph_gap",
+        "decode_model",
     ]
     by = {f["key"]: f for f in data["findings"]}
     assert by["gpu_util"]["holds"] is None and "CPU" in by["gpu_util"]["text"]

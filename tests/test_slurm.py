@@ -111,6 +111,7 @@ def test_profile_runs_through_sbatch(slurm, tmp_path):
         "gemm_point",
         "model",
         "decode_batch",
+        "decode_ops",
         "ncu_capture",
         "allreduce",
     }
@@ -121,7 +122,8 @@ def test_profile_runs_through_sbatch(slurm, tmp_path):
 
     # GPU rules asked for their GPU: sacct shows it, the job saw CUDA_VISIBLE_DEVICES
     gpu_jobs = sum("gres/gpu=1" in r["tres"] for r in acct.values())
-    assert gpu_jobs == 5, acct  # device, peaks, gemm_point, decode_batch, ncu_capture
+    # device, peaks, gemm_point, decode_batch, decode_ops, ncu_capture
+    assert gpu_jobs == 6, acct
     res = slurm_wd / "results" / "slurm"
     device = json.loads((res / "device.json").read_text())
     assert device["cuda_visible_devices"] not in (None, "")

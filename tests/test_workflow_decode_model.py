@@ -133,7 +133,7 @@ def test_graph_mode_without_a_cxx_compiler_is_skipped(tiny_run, tmp_path):
         tiny_run,
         tmp_path,
         "nocxx",
-        {"mode": ["eager", "graph"], "graph_batches": [], "batches": [1]},
+        {"mode": ["eager", "graph"], "graph_batches": [], "batches": [1], "lab1a_batches": [1, 1]},
         env={"CXX": "/nonexistent/c++"},
     )
     g = json.loads((res / "decode" / "graph" / "b1.json").read_text())
