@@ -122,7 +122,7 @@ def decode_overhead_finding(model: pd.DataFrame | None, base: H.Finding) -> H.Fi
         f"{H._fmt(mm_gap)} ms more than the whole napkin bound"
         + (
             f" (they stream the weights at {H._fmt(s['weights_gbps'])} GB/s, where the "
-            f"napkin assumes {H._fmt(s['bw_gbps'])})."
+            f"napkin assumes {H._fmt(s['bw_gbps'])} GB/s)."
             if s.get("weights_gbps") and s.get("bw_gbps")
             else "."
         ),
@@ -219,10 +219,17 @@ def graph_gap_finding(
         f"{H._fmt(p['eager_ms'])} ms eager ({H._fmt(p['speedup'])}×) and a napkin bound of "
         f"{H._fmt(p['napkin_ms'])} ms"
         + (
-            f": it removes {100 * p['removed']:.0f}% of the eager gap to the bound and stays "
-            f"at {H._fmt(p['graph_over_napkin'])}× the bound"
-            if p["removed"] is not None
-            else " (no gap to the bound to remove)"
+            " (no gap to the bound to remove)"
+            if p["removed"] is None
+            else f": it removes {100 * p['removed']:.0f}% of the eager gap to the bound"
+            if p["removed"] >= 0
+            else f": it removes none of the eager gap (graph mode is "
+            f"{H._fmt(p['graph_ms'] - p['eager_ms'])} ms slower)"
+        )
+        + (
+            f" and stays at {H._fmt(p['graph_over_napkin'])}× the bound"
+            if p["graph_over_napkin"]
+            else ""
         )
     )
     if compile_s is not None:
@@ -258,14 +265,16 @@ def model_accuracy_finding(model: pd.DataFrame | None, goal_pct: float | None = 
     if goal_pct is None:
         goal_pct = float(d["goal_pct"].dropna().iloc[0]) if d["goal_pct"].notna().any() else 15.0
     th = {"goal_pct": goal_pct}
-    verdicts, parts, misses = [], [], []
+    verdicts, parts, misses = [], {"held out": [], "fit": []}, []
     for _, r in d.sort_values(["mode", "batch"]).iterrows():
         lo, hi = abs_interval(_num(r.get("error_lo_pct")), _num(r.get("error_hi_pct")))
         if lo is None:
             lo = hi = abs(float(r["error_pct"]))
         v = H.against(lo, hi, goal_pct, above=False)
         verdicts.append(v)
-        parts.append(f"{r['mode']} {int(r['batch'])} ({r['role']}): {float(r['error_pct']):+.1f}%")
+        parts["fit" if r["role"] == "fit" else "held out"].append(
+            f"{r['mode']} {int(r['batch'])} {float(r['error_pct']):+.1f}%"
+        )
         if v != H.HOLDS and isinstance(r.get("worst_term"), str):
             err = _num(r.get(f"err_{r['worst_term']}_ms"))
             misses.append(
@@ -275,8 +284,10 @@ def model_accuracy_finding(model: pd.DataFrame | None, goal_pct: float | None = 
     verdict = H.all_of(*verdicts)
     held = d[d["role"] == "held out"]
     text = (
-        f"Predicted TPOT against measured, goal |error| ≤ {goal_pct:g}%: "
-        + "; ".join(parts)
+        f"Predicted TPOT against measured, goal |error| ≤ {goal_pct:g}%: held out "
+        + (", ".join(parts["held out"]) or "none")
+        + "; fit batches (the overhead's two coefficients come from them) "
+        + (", ".join(parts["fit"]) or "none")
         + ". "
         + (
             f"Worst held-out batch: {held['error_pct'].abs().max():.1f}%. "

@@ -386,9 +386,11 @@ def nearest_ops(batch: int, ops_by_batch: dict[int, float]) -> float:
 
 
 def error_pct(pred: float | None, measured: float | None) -> float | None:
+    """100 x (pred - measured) / measured, rounded to 1e-6 % (a fit batch's exact fit reads
+    0, not a float's residue)."""
     if pred is None or not measured:
         return None
-    return 100.0 * (pred - measured) / measured
+    return round(100.0 * (pred - measured) / measured, 6) + 0.0
 
 
 def abs_interval(lo: float | None, hi: float | None) -> tuple[float | None, float | None]:
@@ -750,10 +752,13 @@ def plot(df: pd.DataFrame, png: str, svg: str) -> None:
             err = "" if pd.isna(r["error_pct"]) else f"\n{r['error_pct']:+.0f}%"
             labels.append(f"{int(r['batch'])}\n{r['role']}{err}")
         ax.set_xticks(xs, labels, fontsize=7)
+        ax.set_xlim(-0.6, max(len(xs), 3) - 0.4)  # one bar keeps a bar's width
         ax.set_xlabel("batch (role, model error)")
         ax.set_ylabel("ms per decode step")
         ax.set_title(f"Where decode time goes — {mode}")
-        ax.legend(fontsize=7, loc="upper left")
+        tops = [*bottom, *[v for v in d["tpot_p90_ms"] if not pd.isna(v)]]
+        ax.set_ylim(0, 1.45 * max([*tops, 1e-3]))  # headroom for the legend
+        ax.legend(fontsize=7, loc="upper left", ncol=2)
     figures.save(fig, png, svg)
 
 
