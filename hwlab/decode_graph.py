@@ -23,8 +23,8 @@ Method (one job per batch, one process; records beside the eager ones, under
   compiler -> ``status: skipped`` with the reason).
 - Compile: a first run (reset, prefill, ``COMPILE_CALLS`` steps) compiles, warms and (CUDA)
   records the graph. The time of each of those calls is recorded (``warm_calls_s``;
-  ``compile_s`` = their sum: compiling, recompiling once the cache holds the prompt, CUDA
-  graph capture) and never enters TPOT. Inductor's on-disk caches make a
+  ``compile_s`` = their sum: compiling and, on a GPU, warming and capturing the CUDA graph)
+  and never enters TPOT. Inductor's on-disk caches make a
   second compile of the same graph fast: the cache directory is ``TORCHINDUCTOR_CACHE_DIR``
   when set, else ``resources/torchinductor`` under the working directory (the record says
   whether the FX graph cache hit).
@@ -205,7 +205,8 @@ class GraphStep:
                 self.cache.reset()
             self._started = True
             out = self.model(input_ids=ids, use_cache=True, **{self.kw: self.cache}, **kw)
-        return out.logits[:, -1, :].argmax(dim=-1, keepdim=True)
+            # an inference tensor like every step's output: the same guards, one graph
+            return out.logits[:, -1, :].argmax(dim=-1, keepdim=True)
 
     def __call__(self, ids):
         torch = self.torch

@@ -70,6 +70,7 @@ def test_graph_and_eager_records(graph_run):
     g = json.loads((res / "decode" / "graph" / "b1.json").read_text())
     assert g["status"] == "ok", g["reason"]
     assert g["mode"] == "graph" and g["fullgraph"] is True and g["recompiles"] == 0
+    assert g["graphs_compiled"] == 1  # prefill's next ids guard like every step's output
     assert g["compile_s"] > 0 and len(g["warm_calls_s"]) == 3
     assert g["compile_s"] == pytest.approx(sum(g["warm_calls_s"]))
     assert g["compile_backend"].startswith("inductor") and g["cache"].endswith("StaticCache")
