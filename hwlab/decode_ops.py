@@ -26,9 +26,12 @@ Method (one job for the model's shapes x decode batches):
   length with a boolean [B, 1, 1, L] mask (what ``StaticCache`` decoding passes), timed
   after the read like the linears: the static cache writes one position per step and the
   rest of K/V was last touched a step ago.
-- Repeats: ``warmup`` calls, then repeats of ``iters`` calls until the median's 95% CI is
-  within ``target_spread`` (or ``budget_s`` per point is spent); every point records its
-  median, CI, spread and samples (:meth:`hwlab.device.Samples.stats`).
+- Repeats: ``warmup`` calls, then repeats of ``iters`` calls, interleaved: each round
+  times one repeat of every point in turn (:func:`interleaved`), so a disturbance of the
+  machine spreads over many points' repeats instead of spoiling a few points; a point stops
+  once its median's 95% CI is within ``target_spread`` (or at ``max_repeats``; all stop when
+  ``budget_s`` per point is spent). Every point records its median, CI, spread and samples
+  (:meth:`hwlab.device.Samples.stats`).
 """
 
 from __future__ import annotations
@@ -152,18 +155,69 @@ def _sdpa_op(dev, dtype: str, batch: int, shape: dict[str, int], kv_len: int, ma
         return (lambda: sdpa(q, kk, vv, attn_mask=mask)), "torch sdpa (K/V repeated)"
 
 
-def _bench(dev, fn, flush, p: dict[str, Any]):
-    return dev.bench(
-        fn,
-        iters=p["iters"],
-        mode="each",
-        flush=flush,
-        warmup=p["warmup"],
-        min_repeats=p["repeats"],
-        target_spread=p["target_spread"],
-        budget_s=p["budget_s"],
-        max_repeats=p["max_repeats"],
-    )
+def _merge(a, b):
+    """Two :class:`hwlab.device.Samples` of one point as one (samples appended)."""
+    if a is None:
+        return b
+    a.device_s += b.device_s
+    a.wall_s += b.wall_s
+    a.dispatch_s += b.dispatch_s
+    return a
+
+
+def interleaved(dev, points: dict[Any, tuple], p: dict[str, Any]) -> dict[Any, Any]:
+    """Benchmark several points in rounds: each round times one repeat (``iters`` calls,
+    :meth:`Device.bench` ``each`` mode with the point's flush) of every point still open,
+    in turn. A disturbance of the machine (another process on the cores) then costs one or
+    two repeats of many points, which their medians shrug off, instead of every repeat of a
+    few. A point closes once it has ``repeats`` repeats and its median's 95% CI is within
+    ``target_spread`` (``target``), or at ``max_repeats``; all stop when the budget
+    (``budget_s`` per point) is spent (``budget``). ``points``: key -> (fn, flush or None).
+    Returns key -> Samples (``stopped`` set per point)."""
+    from hwlab.formulas import rel_ci
+
+    for fn, _ in points.values():
+        for _ in range(p["warmup"]):
+            fn()
+    dev.synchronize()
+    got: dict[Any, Any] = dict.fromkeys(points)
+    open_ = list(points)
+    t0, budget = time.perf_counter(), p["budget_s"] * len(points)
+    while open_:
+        for key in list(open_):
+            fn, flush = points[key]
+            s = dev.bench(fn, iters=p["iters"], mode="each", flush=flush, min_repeats=1)
+            got[key] = _merge(got[key], s)
+            n = got[key].n
+            if n < p["repeats"]:
+                continue
+            if not p["target_spread"]:
+                stop = "fixed"
+            elif rel_ci(got[key].device_s) <= p["target_spread"]:
+                stop = "target"
+            elif p["max_repeats"] and n >= p["max_repeats"]:
+                stop = "max_repeats"
+            else:
+                continue
+            got[key].stopped = stop
+            open_.remove(key)
+        spent = budget and time.perf_counter() - t0 >= budget
+        if open_ and spent and all(got[k].n >= p["repeats"] for k in open_):
+            for k in open_:
+                got[k].stopped = "budget"
+            break
+    for s in got.values():
+        s.target_spread, s.budget_s = p["target_spread"], p["budget_s"]
+    return got
+
+
+def _op_bytes(dtype: str, m: int, n: int, k: int) -> int:
+    from hwlab.dtypes import MODEL_DTYPES
+
+    return (m * k + n * k + m * n) * MODEL_DTYPES.get(dtype, 4)
+
+
+INTERLEAVE_BYTES = 2 * 1024**3  # all points' operands alive at once up to this; else per shape
 
 
 def measure_ops(
@@ -198,37 +252,52 @@ def measure_ops(
     linears = linear_shapes(arch)
     nflush = flush_bytes(weight_bytes, llc_bytes)
     flush = read_flusher(dev, nflush)
+    shapes = list(dict.fromkeys((s["N"], s["K"]) for s in linears))
+    ms = sorted(set(gemm_M))
+    total = sum(_op_bytes(dtype, m, n, k) for n, k in shapes for m in ms)
+    groups = [shapes] if total <= INTERLEAVE_BYTES else [[nk] for nk in shapes]
     gemm = []
-    for n, k in dict.fromkeys((s["N"], s["K"]) for s in linears):
-        for m in sorted(set(gemm_M)):
-            point = {"N": n, "K": k, "M": m}
-            try:
-                fn = make_op(dev, dtype, m, n, k, seed)
-                stats = _bench(dev, fn, flush, p).stats()
-                gemm.append({**point, "status": "ok", **stats})
-            except dev.oom_errors as e:
-                dev.empty_cache()
-                gemm.append({**point, "status": "oom", "reason": str(e).splitlines()[0]})
-            log.info("linear N=%d K=%d M=%d: %s", n, k, m, gemm[-1].get("time_us"))
-    shape = attention_shape(arch)
-    sdpa = []
-    for a in attention:
-        point = {**a, **shape}
+    for group in groups:
+        points, results = {}, {}
+        for n, k in group:
+            for m in ms:
+                try:
+                    points[(n, k, m)] = (make_op(dev, dtype, m, n, k, seed), flush)
+                except dev.oom_errors as e:
+                    dev.empty_cache()
+                    results[(n, k, m)] = {"status": "oom", "reason": str(e).splitlines()[0]}
         try:
-            fn, entry = _sdpa_op(dev, dtype, a["batch"], shape, a["kv_len"], a["masked"])
-            stats = _bench(dev, fn, flush if a.get("cold", True) else None, p).stats()
-            sdpa.append({**point, "status": "ok", "entry": entry, **stats})
+            for key, smp in interleaved(dev, points, p).items():
+                results[key] = {"status": "ok", **smp.stats()}
         except dev.oom_errors as e:
             dev.empty_cache()
-            sdpa.append({**point, "status": "oom", "reason": str(e).splitlines()[0]})
-        log.info("sdpa %s: %s", a, sdpa[-1].get("time_us"))
+            for key in points:
+                results[key] = {"status": "oom", "reason": str(e).splitlines()[0]}
+        for n, k, m in sorted(results, key=lambda x: (group.index(x[:2]), x[2])):
+            gemm.append({"N": n, "K": k, "M": m, **results[(n, k, m)]})
+            log.info("linear N=%d K=%d M=%d: %s", n, k, m, gemm[-1].get("time_us"))
+        del points
+    shape = attention_shape(arch)
+    points, entries = {}, {}
+    for i, a in enumerate(attention):
+        fn, entries[i] = _sdpa_op(dev, dtype, a["batch"], shape, a["kv_len"], a["masked"])
+        points[i] = (fn, flush if a.get("cold", True) else None)
+    sdpa = []
+    for i, smp in sorted(interleaved(dev, points, p).items()):
+        sdpa.append({**attention[i], **shape, "status": "ok", "entry": entries[i], **smp.stats()})
+        log.info("sdpa %s: %s", attention[i], sdpa[-1].get("time_us"))
     return {
         "linears": linears,
         "gemm": gemm,
         "sdpa": sdpa,
         "flush_bytes": nflush,
         "flush": "read of a float32 buffer (sum) before every timed call",
-        "method": {**p, "timing_mode": "each", "timer": dev.timer_name, "op": "F.linear"},
+        "method": {
+            **p,
+            "timing_mode": "each, interleaved: one repeat of every point per round",
+            "timer": dev.timer_name,
+            "op": "F.linear",
+        },
     }
 
 

@@ -637,3 +637,24 @@ def test_write_decode_model_end_to_end_on_files(tmp_path):
     md = (tmp_path / "m.md").read_text()
     assert "Where decode time goes" in md and "held out" in md and "µs per op" in md
     assert (tmp_path / "m.png").stat().st_size > 0
+
+
+def test_interleaved_rounds_stop_per_point():
+    """One repeat of every open point per round; each point stops on its own rule."""
+    from hwlab.device import Device
+
+    dev = Device("cpu")
+    order = []
+    pts = {
+        "a": (lambda: order.append("a"), None),
+        "b": (lambda: order.append("b"), None),
+    }
+    p = dict(warmup=0, repeats=3, iters=2, target_spread=0.0, budget_s=0.0, max_repeats=0)
+    got = DO.interleaved(dev, pts, p)
+    assert {k: (s.n, s.stopped) for k, s in got.items()} == {"a": (3, "fixed"), "b": (3, "fixed")}
+    assert order == ["a", "a", "b", "b"] * 3  # rounds, not one point after the other
+    # a target no sample set can reach: max_repeats closes each point
+    noisy = {"c": (lambda: sum(range(1000)), None)}
+    p = dict(warmup=1, repeats=3, iters=1, target_spread=1e-12, budget_s=0.0, max_repeats=5)
+    assert DO.interleaved(dev, noisy, p)["c"].stopped in ("max_repeats", "target")
+    assert DO.interleaved(dev, noisy, p)["c"].n <= 5
