@@ -276,10 +276,11 @@ def model_accuracy_finding(model: pd.DataFrame | None, goal_pct: float | None = 
             f"{r['mode']} {int(r['batch'])} {float(r['error_pct']):+.1f}%"
         )
         if v != H.HOLDS and isinstance(r.get("worst_term"), str):
-            err = _num(r.get(f"err_{r['worst_term']}_ms"))
+            term = r["worst_term"]
+            pred, seen = _num(r.get(f"{term}_ms")), _num(r.get(f"trace_{term}_ms"))
             misses.append(
-                f"batch {int(r['batch'])} ({r['mode']}): the {r['worst_term']} term is "
-                f"furthest from the trace ({H._fmt(err)} ms)"
+                f"batch {int(r['batch'])} ({r['mode']}): the {term} term is furthest from "
+                f"the trace (predicted {H._fmt(pred)} ms, profiled {H._fmt(seen)} ms)"
             )
     verdict = H.all_of(*verdicts)
     held = d[d["role"] == "held out"]

@@ -576,6 +576,8 @@ def _acc(errs, goal=15.0):
                 "goal_pct": goal,
                 "worst_term": "matmul",
                 "err_matmul_ms": e / 10,
+                "matmul_ms": 8.0,
+                "trace_matmul_ms": 8.0 - e / 10,
             }
         )
     return _model_df(rows)
@@ -587,6 +589,7 @@ def test_model_accuracy_finding_four_verdicts():
     assert "Worst held-out batch: 9.0%" in f.text
     f = DF.model_accuracy_finding(_acc({1: (2.0, 1, 3, "fit"), 4: (30.0, 25, 35, "held out")}))
     assert f.verdict == H.FAILS and "the matmul term is furthest" in f.text
+    assert "predicted 8 ms, profiled 5 ms" in f.text
     f = DF.model_accuracy_finding(_acc({1: (2.0, 1, 3, "fit"), 4: (14.0, 8, 20, "held out")}))
     assert f.verdict == H.INCONCLUSIVE
     assert DF.model_accuracy_finding(None).verdict == H.NOT_EVALUABLE
