@@ -249,6 +249,89 @@ def _quantile(values: Any, q: float) -> float | None:
     return F.quantile(vals, q) if vals else None
 
 
+GRAPH_COLUMNS = [
+    "graph_status",
+    "graph_reason",
+    "graph_tpot_ms_p50",
+    "graph_tpot_ms_p10",
+    "graph_tpot_ms_p90",
+    "graph_speedup",
+    "graph_overhead_ratio",
+    "gap_removed",
+    "graph_compile_s",
+    "graph_fxgraph_cache",
+]
+
+
+def gap_removed(eager_ms: float | None, graph_ms: float | None, napkin: float | None):
+    """Share of the eager step's gap to the napkin bound that graph mode removed:
+    (eager - graph) / (eager - napkin); None without a gap to remove."""
+    if eager_ms is None or graph_ms is None or napkin is None or eager_ms <= napkin:
+        return None
+    return (eager_ms - graph_ms) / (eager_ms - napkin)
+
+
+def graph_columns(df: pd.DataFrame, graph_records: list[dict[str, Any]]) -> pd.DataFrame:
+    """The decode table with the graph-mode record of each batch beside the eager one
+    (speed-up = eager / graph TPOT; graph / napkin; the share of the eager gap to the
+    napkin that graph mode removed; compile time, never part of TPOT). Batches without a
+    graph record keep empty graph columns."""
+    by = {int(r["batch"]): r for r in graph_records}
+    out = df.copy()
+    cols: dict[str, list[Any]] = {c: [] for c in GRAPH_COLUMNS}
+    for _, row in df.iterrows():
+        g = by.get(int(row["batch"]))
+        ok = g is not None and g.get("status") == "ok"
+        eager = row["tpot_ms_p50"] if row["status"] == "ok" else None
+        eager = None if eager is None or pd.isna(eager) else float(eager)
+        nap = None if pd.isna(row["napkin_ms"]) else row["napkin_ms"]
+        gt = g.get("tpot_ms_p50") if ok else None
+        hits, misses = (g or {}).get("fxgraph_cache_hit"), (g or {}).get("fxgraph_cache_miss")
+        cols["graph_status"].append(g.get("status") if g else None)
+        cols["graph_reason"].append(g.get("reason") if g else None)
+        cols["graph_tpot_ms_p50"].append(gt)
+        cols["graph_tpot_ms_p10"].append(g.get("tpot_ms_p10") if ok else None)
+        cols["graph_tpot_ms_p90"].append(g.get("tpot_ms_p90") if ok else None)
+        cols["graph_speedup"].append(eager / gt if eager and gt else None)
+        cols["graph_overhead_ratio"].append(overhead_ratio(gt, nap))
+        cols["gap_removed"].append(gap_removed(eager, gt, nap))
+        cols["graph_compile_s"].append(g.get("compile_s") if ok else None)
+        cols["graph_fxgraph_cache"].append(
+            None if not ok or hits is None else ("hit" if hits and not misses else "miss")
+        )
+    for c, v in cols.items():
+        out[c] = pd.Series(v, index=df.index, dtype=object)
+    return out
+
+
+def graph_notes(graph_records: list[dict[str, Any]]) -> list[str]:
+    if not graph_records:
+        return []
+    ok = [r for r in graph_records if r.get("status") == "ok"]
+    notes = []
+    if ok:
+        r = ok[0]
+        notes.append(
+            f"Graph mode: {r['compile_backend']} over a {r['cache']} of "
+            f"{r['max_cache_len']} positions; TPOT timed as in eager mode, compile time "
+            "(the first of the warm-up calls) recorded apart, never in TPOT; "
+            "speed-up = eager / graph TPOT; gap removed = (eager - graph) / (eager - napkin)."
+        )
+    for r in graph_records:
+        if r.get("status") != "ok":
+            notes.append(f"graph batch {r['batch']}: {r['status']}: {r['reason']}")
+        elif r.get("recompiles"):
+            notes.append(
+                f"graph batch {r['batch']}: {r['recompiles']} recompilation(s) while timed"
+            )
+        if r.get("status") == "ok" and r.get("cuda_graphs") is False:
+            notes.append(
+                f"graph batch {r['batch']}: compiled, but inductor skipped CUDA graph capture "
+                f"({r['cudagraph_skips']} skip(s); the job's log says why)"
+            )
+    return notes
+
+
 def decode_notes(df: pd.DataFrame, records: list[dict[str, Any]]) -> list[str]:
     first = records[0]
     cuda = first["device_kind"] == "cuda"
@@ -618,16 +701,21 @@ def write_decode_tables(
     out: dict[str, str],
     manifest_json: str | None = None,
     traces: list[str] | None = None,
+    graph_records: list[str] = (),
 ) -> pd.DataFrame:
     """Every decode table and figure; ``out`` maps output names to paths; ``traces``: the
-    batches' chrome traces (same order as ``records``) for the per-step spread."""
+    batches' chrome traces (same order as ``records``) for the per-step spread;
+    ``graph_records``: graph-mode decode records, paired with the eager row of their batch."""
     recs = [read_json(p) for p in records]
+    graph = [read_json(p) for p in graph_records]
     peaks = read_json(peaks_json)
     device_kind = read_json(device_json)["kind"]
     rules = load_rules(classes_yaml)
     steps = read_step_profiles(traces, recs, rules)
     df = decode_table(recs, peaks, steps)
     df = add_prefill_mfu(df, recs, peaks, manifest_json)
+    if graph:
+        df = graph_columns(df, graph)
     view = df.copy()
     view["spread_pct"] = 100 * pd.to_numeric(view["tpot_rel_iqr"], errors="coerce")
     write_table(df, out["decode_csv"])
@@ -652,9 +740,14 @@ def write_decode_tables(
             "overhead_ratio": "measured / napkin",
             "gpu_util_pct": "GPU-Util mean (%)",
             "prefill_mfu_pct": "prefill MFU (%)",
+            "graph_tpot_ms_p50": "graph TPOT p50 (ms)",
+            "graph_speedup": "graph speed-up",
+            "graph_overhead_ratio": "graph / napkin",
+            "gap_removed": "gap removed",
+            "graph_compile_s": "compile (s)",
         },
         title="Decode batch sweep (§5)",
-        notes=decode_notes(df, recs),
+        notes=decode_notes(df, recs) + graph_notes(graph),
     )
     by_batch = {r["batch"]: r for r in recs}
     per_batch = {}

@@ -17,6 +17,7 @@ from typing import Any
 
 import pandas as pd
 
+from hwlab import decode_findings as DF
 from hwlab import headlines as H
 from hwlab.io import read_json
 
@@ -203,9 +204,13 @@ def headlines(run: Run) -> list[H.Finding]:
         H.plateau_finding(roof, ceil),
         H.sweet_spot_finding(roof, ceil),
         H.attention_finding(run.kernel_classes),
-        H.decode_overhead_finding(run.decode, device_kind=run.kind),
+        DF.decode_overhead_finding(
+            DF.load_model(run.folder),
+            H.decode_overhead_finding(run.decode, device_kind=run.kind),
+        ),
         H.cache_finding(roof, run.ncu_gemm),
         *extra_headlines(run),
+        *DF.headlines(run.folder),
     ]
 
 
@@ -760,6 +765,8 @@ def render(run: Run, findings: list[H.Finding] | None = None, compare_with: str 
     if "decode" in run.texts:
         L += [run.texts["decode"]]
         L.append(_figure(run, "decode_sweep", "TPOT and throughput vs batch"))
+
+    L += [""] + DF.section_lines(run.folder, by_key)
 
     L += ["", f"## {SECTIONS[2]}", ""]
     L.append(

@@ -220,6 +220,86 @@ def decode_targets():
     ]
 
 
+# ---- graph-mode decode and the decode model (rules/decode_model.smk) -------------------
+from hwlab import decode_graph as hwgraph
+from hwlab import decode_ops as hwops
+
+_decode_model_errors = hwgraph.config_errors(config)
+if _decode_model_errors:
+    _fail(_decode_model_errors)
+
+
+def graph_batches():
+    """Batches decoded in graph mode too (none unless decode.mode has graph)."""
+    return hwgraph.graph_batches(config["decode"])
+
+
+def decode_files(kind, mode="eager"):
+    """Per-batch decode files of one mode: kind json, kernels or trace."""
+    suffix = {"json": "json", "kernels": "kernels.csv", "trace": "trace.json.gz"}[kind]
+    if mode == "graph":
+        return [f"{RES}/decode/graph/b{b}.{suffix}" for b in graph_batches()]
+    return [f"{RES}/decode/b{b}.{suffix}" for b in config["decode"]["batches"]]
+
+
+def decode_graph_params(wildcards):
+    """What a graph-mode decode job depends on: the eager job's settings but the memory cap."""
+    p = decode_params(wildcards)
+    p.pop("memory_cap_mb")
+    return p
+
+
+def decode_model_batches():
+    """Batches whose linears and attention are measured alone: 1 (the weights floor), every
+    decode batch and every predicted one."""
+    d, m = config["decode"], config["decode_model"]
+    return sorted({1, *d["batches"], *m["predict_batches"]})
+
+
+def decode_ops_params(wildcards=None):
+    d, m = config["decode"], config["decode_model"]
+    ctx = hwops.eager_context_len(d["prompt_len"], d["warmup_steps"], d["new_tokens"])
+    static = hwgraph.cache_len(d["prompt_len"], d["new_tokens"], d["profile_steps"])
+    attention = [
+        dict(mode="eager", batch=b, kv_len=ctx, masked=False, cold=False)
+        for b in decode_model_batches()
+    ]
+    attention += [
+        dict(mode="graph", batch=b, kv_len=static, masked=True, cold=True)
+        for b in graph_batches()
+    ]
+    return dict(
+        dtype=config["model"]["dtype"],
+        gemm_M=decode_model_batches(),
+        attention=attention,
+        warmup=m["warmup"],
+        repeats=m["repeats"],
+        iters=m["iters"],
+        target_spread=m["target_spread"],
+        budget_s=m["budget_s"],
+        max_repeats=m["max_repeats"],
+        seed=config["seed"],
+    )
+
+
+def decode_model_params(wildcards=None):
+    m = config["decode_model"]
+    return dict(
+        fit_batches=hwgraph.fit_batches(config["decode"], m),
+        predict_batches=m["predict_batches"],
+        goal_pct=m["goal_pct"],
+    )
+
+
+def decode_model_targets():
+    return [
+        f"{RES}/tables/decode_model.csv",
+        f"{RES}/tables/decode_model.md",
+        f"{RES}/figures/decode_model.png",
+        f"{RES}/figures/decode_model.svg",
+    ]
+
+
 # ---- Nsight Compute (Lab 1b) -----------------------------------------------------------
 NCU_METRICS = repo_path("config/ncu_metrics.yaml")
 
@@ -463,6 +543,7 @@ def analysis_targets():
         f"{RES}/tables/napkin_decode.csv",
         f"{RES}/tables/napkin_decode.md",
         *decode_targets(),
+        *decode_model_targets(),
         *ncu_targets(),
         *allreduce_targets(),
         *hierarchy_targets(),

@@ -38,6 +38,7 @@ rule decode_tables:
         device=rules.device.output.device,
         classes=repo_path(config["decode"]["kernel_classes"]),
         manifest=rules.model.output.manifest,
+        graph=decode_files("json", "graph"),
         code=code(
             "decode_tables", "inventory", "figures", "formulas", "io", "questions"
         ),

@@ -73,6 +73,8 @@ rule findings:
         code=code(
             "findings",
             "headlines",
+            "decode_findings",
+            "decode_model",
             "roofline",
             "decode_tables",
             "inventory",

@@ -17,5 +17,6 @@ write_decode_tables(
     manifest_json=snakemake.input.manifest,
     out=dict(snakemake.output.items()),
     traces=list(snakemake.input.traces),
+    graph_records=list(snakemake.input.graph),
     **snakemake.params.tables,
 )

@@ -52,8 +52,10 @@ TINY = {
         "repeats": 3,
         "target_spread": 0,
     },
-    # decode: the CPU default's tiny Qwen2-shaped model, two batches, a few steps
+    # decode: the CPU default's tiny Qwen2-shaped model, two batches, a few steps; eager only
+    # (graph mode compiles for tens of seconds: tests/test_workflow_decode_model.py runs it)
     "decode": {
+        "mode": ["eager"],
         "batches": [1, 2],
         "prompt_len": 16,
         "new_tokens": 6,

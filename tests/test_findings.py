@@ -75,6 +75,8 @@ def test_cpu_run_findings(tiny_run):
         "hierarchy_knees",
         "precision_ratio",
         "prefill_mfu",
+        "graph_gap",
+        "decode_model",
     ]
     by = {f["key"]: f for f in data["findings"]}
     assert by["gpu_util"]["holds"] is None and "CPU" in by["gpu_util"]["text"]

@@ -111,6 +111,7 @@ def test_profile_runs_through_sbatch(slurm, tmp_path):
         "gemm_sweep",
         "model",
         "decode_batch",
+        "decode_ops",
         "ncu_capture",
         "allreduce",
         "hierarchy_memory",
@@ -123,8 +124,9 @@ def test_profile_runs_through_sbatch(slurm, tmp_path):
 
     # GPU rules asked for their GPU: sacct shows it, the job saw CUDA_VISIBLE_DEVICES
     gpu_jobs = sum("gres/gpu=1" in r["tres"] for r in acct.values())
-    # device, peaks, gemm_sweep, decode_batch, ncu_capture, hierarchy_memory, hierarchy_link
-    assert gpu_jobs == 7, acct
+    # device, peaks, gemm_sweep, decode_batch, decode_ops, ncu_capture, hierarchy_memory,
+    # hierarchy_link
+    assert gpu_jobs == 8, acct
     res = slurm_wd / "results" / "slurm"
     device = json.loads((res / "device.json").read_text())
     assert device["cuda_visible_devices"] not in (None, "")
