@@ -24,10 +24,9 @@ from hwlab.inventory import (
     class_shares,
     classify_rows,
     load_rules,
-    read_kernels_csv,
     short_name,
 )
-from hwlab.io import read_json, write_table, write_text
+from hwlab.io import write_table, write_text
 
 DECODE_COLUMNS = [
     "batch",
@@ -410,11 +409,14 @@ def write_decode_tables(
     classes_yaml: str,
     lab1a_batches: list[int],
     out: dict[str, str],
+    hardware_json: str | None = None,
 ) -> pd.DataFrame:
     """Every decode table and figure; ``out`` maps output names to paths."""
-    recs = [read_json(p) for p in records]
-    peaks = read_json(peaks_json)
-    device_kind = read_json(device_json)["kind"]
+    from hwlab import records as R
+
+    recs = R.read_all(records, "decode")
+    peaks = R.read_peaks(peaks_json, hardware_json)
+    device_kind = R.read_device(device_json)["kind"]
     df = decode_table(recs, peaks)
     write_table(
         df,
@@ -440,8 +442,8 @@ def write_decode_tables(
     rules = load_rules(classes_yaml)
     by_batch = {r["batch"]: r for r in recs}
     per_batch = {}
-    for rec_path, k_path in zip(records, kernels, strict=True):
-        per_batch[read_json(rec_path)["batch"]] = read_kernels_csv(k_path)
+    for k_path in kernels:
+        per_batch[R.kind_of(k_path)[1]["batch"]] = R.read(k_path, "decode_kernels")
     inv, cls = inventory_tables(per_batch, rules)
     write_table(inv, out["inventory_csv"])
     write_table(cls, out["classes_csv"])

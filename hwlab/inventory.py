@@ -33,8 +33,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 DEFAULT_RULES = Path(__file__).resolve().parent.parent / "config" / "kernel_classes.yaml"
 CLASSES = ("gemv", "tc_gemm", "gemm", "attention", "elementwise", "reduction", "memcpy", "other")
 ANNOTATIONS = {"hwlab::prefill": "prefill", "hwlab::decode_step": "decode"}
@@ -86,8 +84,9 @@ def parse_rules(data: Any, source: str = "kernel classes") -> list[Rule]:
 
 
 def load_rules(path: str | os.PathLike = DEFAULT_RULES) -> list[Rule]:
-    with open(path) as fh:
-        return parse_rules(yaml.safe_load(fh), str(path))
+    from hwlab.config import load_yaml
+
+    return parse_rules(load_yaml(path, "kernel class file"), str(path))
 
 
 def classify(name: str, rows: int | None = None, rules: list[Rule] | None = None) -> str:
@@ -103,9 +102,17 @@ def classify(name: str, rows: int | None = None, rules: list[Rule] | None = None
 
 def load_trace(path: str | os.PathLike) -> dict[str, Any]:
     """A chrome trace (``.json`` or gzipped), as torch.profiler's export_chrome_trace writes."""
-    raw = Path(path).read_bytes()
+    p = Path(path)
+    if p.is_dir():
+        raise ValueError(f"{path}: is a directory, not a chrome trace")
+    raw = p.read_bytes()
     if raw[:2] == b"\x1f\x8b":
-        raw = gzip.decompress(raw)
+        import zlib
+
+        try:
+            raw = gzip.decompress(raw)
+        except (EOFError, OSError, zlib.error) as e:
+            raise ValueError(f"{path}: truncated or corrupt gzip file ({e})") from None
     try:
         data = json.loads(raw)
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
@@ -114,6 +121,12 @@ def load_trace(path: str | os.PathLike) -> dict[str, Any]:
         data = {"traceEvents": data}
     if not isinstance(data, dict) or not isinstance(data.get("traceEvents"), list):
         raise ValueError(f"{path}: no 'traceEvents' list: not a torch.profiler chrome trace")
+    for i, e in enumerate(data["traceEvents"]):
+        if not isinstance(e, dict):
+            raise ValueError(
+                f"{path}: traceEvents[{i}] is {type(e).__name__} {e!r:.40}, not an event "
+                "object: not a chrome trace"
+            )
     return data
 
 

@@ -13,7 +13,7 @@ from typing import Any
 import pandas as pd
 
 from hwlab import formulas as F
-from hwlab.io import read_json, write_table
+from hwlab.io import write_table
 from hwlab.peaks import ceilings
 
 COLUMNS = [
@@ -232,11 +232,21 @@ def plot(
 
 
 def write_roofline(
-    points: list[str], *, peaks_json: str, device_json: str, csv: str, md: str, png: str, svg: str
+    points: list[str],
+    *,
+    peaks_json: str,
+    device_json: str,
+    csv: str,
+    md: str,
+    png: str,
+    svg: str,
+    hardware_json: str | None = None,
 ) -> pd.DataFrame:
-    peaks = read_json(peaks_json)
-    device = read_json(device_json)
-    df = build_table((read_json(p) for p in points), peaks)
+    from hwlab import records
+
+    peaks = records.read_peaks(peaks_json, hardware_json)
+    device = records.read_device(device_json, hardware_json)
+    df = build_table(records.read_all(points, "gemm_point"), peaks)
     write_markdown_table(df, peaks, device["kind"], csv, md)
     plot(df, peaks, png, svg)
     return df

@@ -33,8 +33,9 @@ rule decode_tables:
         kernels=decode_batch_files("kernels"),
         peaks=rules.peaks.output.peaks,
         device=rules.device.output.device,
+        hardware=rules.hardware.output.hardware,
         classes=repo_path(config["decode"]["kernel_classes"]),
-        code=code("decode_tables", "inventory", "figures", "formulas", "io"),
+        code=code("decode_tables", "inventory", "figures", "formulas", "io", "records"),
     output:
         decode_csv=report(
             f"{RES}/tables/decode.csv",
