@@ -439,18 +439,30 @@ class _Stop(BaseException):
         self.signum = signum
 
 
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
+
+
 @contextlib.contextmanager
 def _signals_stop():
+    """SIGTERM / SIGINT / SIGHUP raise :class:`_Stop` in the main thread; once one has,
+    later ones are ignored while the job cleans up (Snakemake, shutting down, may send its
+    own), and the job exits with 128 + the signal number instead of dying of it."""
+
+    stopped = []
+
     def handler(signum, _frame):
+        for s in STOP_SIGNALS:
+            signal.signal(s, signal.SIG_IGN)
+        stopped.append(signum)
         raise _Stop(signum)
 
-    sigs = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
-    old = {s: signal.signal(s, handler) for s in sigs}
+    old = {s: signal.signal(s, handler) for s in STOP_SIGNALS}
     try:
         yield
     finally:
-        for s, h in old.items():
-            signal.signal(s, h)
+        if not stopped:  # else: keep ignoring them until the job has exited
+            for s, h in old.items():
+                signal.signal(s, h)
 
 
 def _stop(proc: subprocess.Popen, grace_s: float = 10.0) -> None:
@@ -482,12 +494,12 @@ def run_bound(cmd: list[str], *, env: dict[str, str]) -> int:
             )
             return proc.wait()
         except _Stop as e:
-            print(
+            msg = (
                 f"hwlab allreduce: {signal.Signals(e.signum).name}: stopping torchrun and its "
-                "ranks, removing the scratch folder",
-                file=sys.stderr,
-                flush=True,
+                "ranks, removing the scratch folder\n"
             )
+            with contextlib.suppress(OSError):
+                os.write(2, msg.encode())
             if proc is not None:
                 _stop(proc)
             raise SystemExit(128 + e.signum) from None
