@@ -35,7 +35,9 @@ rule allreduce_table:
     """Lab 3 table, alpha-beta fit and knee, busbw figure from every sweep."""
     input:
         sweeps=allreduce_files(),
-        code=code("allreduce_table", "alphabeta", "figures", "formulas", "io", "records"),
+        code=code(
+            "allreduce_table", "alphabeta", "figures", "formulas", "io", "records"
+        ),
     output:
         csv=report(
             f"{RES}/tables/allreduce.csv",

@@ -475,8 +475,8 @@ def all_outputs():
 # so regenerated the same way.
 
 
-def _static_inputs(rule):
-    for f in rule.input:
+def _static_inputs(r):
+    for f in r.input:
         if isinstance(f, str) and not callable(f):
             yield str(f)
 
@@ -484,10 +484,10 @@ def _static_inputs(rule):
 def record_files():
     """Every record of this run an aggregation reads (see above), in rule order."""
     prefix, out = f"{RES}/", {}
-    for rule in workflow.rules:
-        if rule.has_wildcards() or rule.name == "all":
+    for r in workflow.rules:
+        if r.has_wildcards() or r.name == "all":
             continue
-        for path in _static_inputs(rule):
+        for path in _static_inputs(r):
             if path.startswith(prefix) and hwrecords.kind_of(path):
                 out.setdefault(path, None)
     return list(out)
@@ -499,7 +499,10 @@ def repair_records():
         return {}
     # scratch folders of AllReduce jobs killed by SIGKILL (their owner's flock is gone)
     for d in hwlock.sweep_stale(f"{RES}/allreduce", ".allreduce-"):
-        print(f"hwlab: removed {d}, the scratch folder of a killed AllReduce job.", file=sys.stderr)
+        print(
+            f"hwlab: removed {d}, the scratch folder of a killed AllReduce job.",
+            file=sys.stderr,
+        )
     bad = {}
     for path in record_files():
         problem = hwrecords.problem(path)
@@ -509,7 +512,9 @@ def repair_records():
         try:
             os.replace(path, aside)
         except OSError as e:
-            _host_fail(f"{path} is {problem}, and it cannot be moved aside ({e.strerror})")
+            _host_fail(
+                f"{path} is {problem}, and it cannot be moved aside ({e.strerror})"
+            )
         bad[path] = problem
         print(
             f"hwlab: {path} is {hwrecords.phrase(problem)}: moved aside to {aside.name}; this run "

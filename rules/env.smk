@@ -27,7 +27,8 @@ rule device:
 
 rule hardware:
     """Match the detected device to the hardware catalog (what tables and findings compare
-    with). Apart from device.json, so `hardware:` or a catalog edit re-measures nothing."""
+    with). Apart from device.json, so `hardware:` or a catalog edit re-measures nothing.
+    """
     input:
         device=rules.device.output.device,
         catalog=repo_path("config/hardware.yaml"),

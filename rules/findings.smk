@@ -15,7 +15,9 @@ rule roofline:
         peaks=rules.peaks.output.peaks,
         device=rules.device.output.device,
         hardware=rules.hardware.output.hardware,
-        code=code("roofline", "peaks", "figures", "formulas", "io", "catalog", "records"),
+        code=code(
+            "roofline", "peaks", "figures", "formulas", "io", "catalog", "records"
+        ),
     output:
         csv=report(
             f"{RES}/tables/roofline.csv",
