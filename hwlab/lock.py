@@ -331,6 +331,24 @@ def sweep_stale(parent: str | os.PathLike, prefix: str) -> list[Path]:
     return removed
 
 
+def sweep_stale_files(parent: str | os.PathLike, pattern: str, min_age_s: float) -> list[Path]:
+    """Remove files matching ``pattern`` under ``parent`` not modified for ``min_age_s``
+    (temporary files of atomic writes whose writer was killed); returns what was removed."""
+    removed = []
+    parent = Path(parent)
+    if not parent.is_dir():
+        return removed
+    now = time.time()
+    for f in parent.rglob(pattern):
+        try:
+            if f.is_file() and not f.is_symlink() and now - f.stat().st_mtime > min_age_s:
+                f.unlink()
+                removed.append(f)
+        except OSError:
+            continue
+    return removed
+
+
 @contextlib.contextmanager
 def owned_tempdir(parent: str | os.PathLike, prefix: str):
     """A scratch folder under ``parent``, held by this process (see above), removed on

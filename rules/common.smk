@@ -497,6 +497,12 @@ def repair_records():
     """Move invalid records aside so that this run regenerates them; returns them."""
     if not workflow.is_main_process:
         return {}
+    # half-written files of jobs killed mid-write (atomic writes leave only .NAME.*.tmp,
+    # never a partial result; one an hour old has no writer left)
+    for f in hwlock.sweep_stale_files(RES, ".*.tmp", min_age_s=3600):
+        print(
+            f"hwlab: removed {f}, left by a job killed while writing.", file=sys.stderr
+        )
     # scratch folders of AllReduce jobs killed by SIGKILL (their owner's flock is gone)
     for d in hwlock.sweep_stale(f"{RES}/allreduce", ".allreduce-"):
         print(

@@ -121,3 +121,14 @@ def test_a_killed_jobs_scratch_folder_is_swept(tmp_path, sig):
     p.wait()
     assert lock.sweep_stale(tmp_path, ".allreduce-") == [folder]
     assert not folder.exists()
+
+
+def test_old_temporary_files_of_killed_writers_are_swept(tmp_path):
+    old = tmp_path / "gemm" / ".m16.json.abc123.tmp"
+    old.parent.mkdir()
+    old.write_text("{")
+    os.utime(old, (time.time() - 7200, time.time() - 7200))
+    fresh = tmp_path / ".roofline.csv.def456.tmp"  # a writer may still be on it
+    fresh.write_text("a,b")
+    assert lock.sweep_stale_files(tmp_path, ".*.tmp", min_age_s=3600) == [old]
+    assert fresh.exists() and not old.exists()
