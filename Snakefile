@@ -36,6 +36,7 @@ include: "rules/model.smk"
 include: "rules/decode.smk"
 include: "rules/ncu.smk"
 include: "rules/allreduce.smk"
+include: "rules/hierarchy.smk"
 include: "rules/findings.smk"
 
 

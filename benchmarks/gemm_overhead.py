@@ -45,7 +45,7 @@ def main() -> None:
     for _ in range(a.rounds):
         bare.append(bare_loop(dev, fn, a.iters))
         t = gemm.time_op(dev, fn, l2="warm", warmup=0, repeats=1, iters=a.iters)
-        harness.append(t["device_s"][0])
+        harness.append(t.device_s[0])
     b, h = statistics.median(bare), statistics.median(harness)
     print(
         f"device={a.device} dtype={a.dtype} M={a.M} N={a.N} K={a.K} iters={a.iters} "

@@ -16,6 +16,7 @@ from typing import Any
 from hwlab import formulas as F
 from hwlab.alphabeta import METHOD, fit_alpha_beta
 from hwlab.io import OK, write_table, write_text
+from hwlab.io import markdown as md_table
 
 TABLE_COLUMNS = [
     "backend", "world_size", "nodes", "dtype", "size_bytes", "count", "time_us",
@@ -25,9 +26,35 @@ TABLE_COLUMNS = [
 FIT_COLUMNS = [
     "backend", "world_size", "nodes", "dtype", "status", "alpha_us", "beta_algbw_gbps",
     "beta_busbw_gbps", "knee_bytes", "max_size_bytes", "busbw_at_max_gbps", "n_points",
-    "rms_rel_residual", "max_abs_rel_residual", "downweighted", "excluded", "note", "method",
-    "reason",
+    "rms_rel_residual", "max_abs_rel_residual", "r2_log_time", "fit_quality",
+    "busbw_at_max_lo_gbps", "busbw_at_max_hi_gbps", "downweighted", "excluded", "note",
+    "method", "reason",
 ]  # fmt: skip
+# the alpha-beta model describes a sweep poorly when its relative residuals are larger than
+# this (rms) or it explains less of the log-time variance than R2_GOOD
+POOR_FIT_RMS = 0.10
+R2_GOOD = 0.98
+
+
+def r2_log_time(sizes, times_s, alpha_s: float, beta_bps: float | None) -> float | None:
+    """R² of the model t(n) = alpha + n / beta on log time (sizes span decades)."""
+    import numpy as np
+
+    t = np.asarray(times_s, dtype=float)
+    n = np.asarray(sizes, dtype=float)
+    fit = alpha_s + (n / beta_bps if beta_bps else 0.0)
+    if len(t) < 3 or np.any(fit <= 0) or np.any(t <= 0):
+        return None
+    y, yf = np.log(t), np.log(fit)
+    ss_tot = float(np.sum((y - y.mean()) ** 2))
+    return 1 - float(np.sum((y - yf) ** 2)) / ss_tot if ss_tot else None
+
+
+def fit_quality(rms: float | None, r2: float | None) -> str:
+    if rms is None and r2 is None:
+        return "unknown"
+    poor = (rms is not None and rms > POOR_FIT_RMS) or (r2 is not None and r2 < R2_GOOD)
+    return "poor" if poor else "good"
 
 
 def fmt_bytes(n: float | None) -> str:
@@ -69,11 +96,18 @@ def fit_group(g) -> dict[str, Any]:
         return {**base, "status": first.status, "reason": "; ".join(sorted(reasons)) or None}
     wrong = ok[ok.correct.astype(object) == False]  # noqa: E712 - None means unchecked
     use = ok.drop(wrong.index)
+    top = ok.loc[ok.size_bytes.idxmax()]
+    bw_max = float(top["busbw_gbps"])
+    t_med, t_min, t_max = (top.get(c) for c in ("time_us", "time_min_us", "time_max_us"))
+    spread_ok = all(isinstance(x, int | float) and x == x and x > 0 for x in (t_med, t_min, t_max))
     out: dict[str, Any] = {
         **base,
         "status": OK,
         "max_size_bytes": int(ok.size_bytes.max()),
-        "busbw_at_max_gbps": float(ok.loc[ok.size_bytes.idxmax(), "busbw_gbps"]),
+        "busbw_at_max_gbps": bw_max,
+        # busbw at the slowest / fastest iteration of the largest size
+        "busbw_at_max_lo_gbps": bw_max * t_med / t_max if spread_ok else bw_max,
+        "busbw_at_max_hi_gbps": bw_max * t_med / t_min if spread_ok else bw_max,
         "excluded": ", ".join(f"{fmt_bytes(s)} (wrong result)" for s in wrong.size_bytes) or None,
         "method": METHOD,
     }
@@ -91,6 +125,12 @@ def fit_group(g) -> dict[str, Any]:
         n_points=fit.n_points,
         rms_rel_residual=fit.rms_rel_residual,
         max_abs_rel_residual=fit.max_abs_rel_residual,
+        r2_log_time=(
+            r2 := r2_log_time(
+                use.size_bytes.tolist(), (use.time_us * 1e-6).tolist(), fit.alpha_s, fit.beta_bps
+            )
+        ),
+        fit_quality=fit_quality(fit.rms_rel_residual, r2),
         downweighted=", ".join(
             f"{fmt_bytes(s)}: {w:.2f}" for s, w in fit.downweighted(use.size_bytes.tolist())
         )
@@ -139,7 +179,16 @@ def figure(df, fit_df, png: str, svg: str, overlay=None, overlay_label: str = ""
         label = _label(f)
         good = g[g.correct.astype(object) != False]  # noqa: E712
         bad = g[g.correct.astype(object) == False]  # noqa: E712
-        line = ax_bw.plot(good.size_bytes, good.busbw_gbps, "o-", ms=3.5, label=label)[0]
+        if good.time_min_us.notna().all() and good.time_max_us.notna().all():
+            # busbw at the slowest / fastest iteration: the spread, as error bars
+            lo = good.busbw_gbps - good.busbw_gbps * good.time_us / good.time_max_us
+            hi = good.busbw_gbps * good.time_us / good.time_min_us - good.busbw_gbps
+            line = ax_bw.errorbar(
+                good.size_bytes, good.busbw_gbps, yerr=[lo.clip(lower=0), hi.clip(lower=0)],
+                fmt="o-", ms=3.5, capsize=2, label=f"{label} (median, min-max)",
+            ).lines[0]  # fmt: skip
+        else:
+            line = ax_bw.plot(good.size_bytes, good.busbw_gbps, "o-", ms=3.5, label=label)[0]
         color = line.get_color()
         ax_t.errorbar(
             g.size_bytes,
@@ -238,6 +287,7 @@ def markdown(df, fit_df) -> str:
             continue
         view = g[g.status == OK].copy()
         view["size"] = view.size_bytes.map(fmt_bytes)
+        view["spread_pct"] = 100 * view.rel_spread.astype(float)
         view["correct"] = view.correct.map({True: "yes", False: "**NO**"}).fillna("unchecked")
         cols = {
             "size": "size",
@@ -245,12 +295,13 @@ def markdown(df, fit_df) -> str:
             "time_us": "time (µs)",
             "time_min_us": "min (µs)",
             "time_max_us": "max (µs)",
+            "spread_pct": "spread (%)",
             "algbw_gbps": "algbw (GB/s)",
             "busbw_gbps": "busbw (GB/s)",
             "correct": "correct",
             "iters": "iters",
         }
-        lines.append(view[list(cols)].rename(columns=cols).to_markdown(index=False, floatfmt=".4g"))
+        lines.append(md_table(view[list(cols)].rename(columns=cols)))
         lines.append("")
         timer = str(view.timer.iloc[0])
         capped = view[view.iters < view.iters.max()]
@@ -292,12 +343,10 @@ def markdown(df, fit_df) -> str:
             "knee": "knee n* = αβ",
             "busbw_at_max_gbps": "busbw at largest (GB/s)",
             "rms_rel_residual": "rms rel. residual",
+            "r2_log_time": "R² (log t)",
+            "fit_quality": "fit",
         }
-        lines.append(
-            view.reindex(columns=list(cols))
-            .rename(columns=cols)
-            .to_markdown(index=False, floatfmt=".4g", missingval="—")
-        )
+        lines.append(md_table(view.reindex(columns=list(cols)).rename(columns=cols)))
         lines += [
             "",
             f"- method: {METHOD}",

@@ -19,6 +19,7 @@ COMMAND_MODULES = [
     "hwlab.cli_napkin",
     "hwlab.inventory",
     "hwlab.cli_config",
+    "hwlab.preflight",
 ]
 
 

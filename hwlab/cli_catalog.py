@@ -35,7 +35,10 @@ def _catalog(args: argparse.Namespace) -> int:
                 "ridge_sparse": F.ridge_point(sparse, e["mem_bw_gbps"]) if sparse else None,
             }
         )
-    print(pd.DataFrame(rows).to_markdown(index=False, floatfmt=".4g", missingval="—"))
+    from hwlab.io import markdown
+
+    df = pd.DataFrame(rows)
+    print(markdown(df.astype(object).where(df.notna(), None)))
     return 0
 
 

@@ -15,7 +15,14 @@ Method (one job per batch, one process; see the writeup's §5 and Lab 1a):
   process's peak RSS (it includes the Python/torch baseline, recorded beside it).
 - GPU-Util: on a GPU a background thread samples NVML utilisation every
   ``nvml_interval_ms`` during the kept decode steps (NVML's value is the fraction of its
-  own sample period, 1/6 s to 1 s, in which any kernel ran: busy, not productive).
+  own sample period, 1/6 s to 1 s, in which any kernel ran: busy, not productive). The NVML
+  device is found by the CUDA device's PCI bus id (``nvmlDeviceGetHandleByPciBusId``; NVML
+  ignores CUDA_VISIBLE_DEVICES), else its UUID, else its index; the record says which.
+- Attention backend: ``decode.sdpa_backend`` (flash, cudnn, efficient, math; auto = torch
+  chooses) is forced with ``torch.nn.attention.sdpa_kernel`` around the warmup, the timed
+  steps and the profiled window. The record names the SDPA op(s) and attention kernels the
+  profiled window ran and the cuDNN version; a backend with no kernel for this model on
+  this device is a ``skipped`` record with torch's reason.
 - Napkin inputs: weight bytes (unique parameters x dtype size; a tied embedding is read
   once, by the lm_head) and the K/V bytes the kept steps read (the whole context of each
   step), averaged per step. The aggregation divides them by the device's bandwidth.
@@ -33,9 +40,11 @@ from __future__ import annotations
 
 import contextlib
 import gzip
+import importlib
 import json
 import logging
 import os
+import re
 import resource
 import threading
 import time
@@ -48,7 +57,7 @@ from hwlab import formulas as F
 from hwlab.device import Device
 from hwlab.dtypes import MODEL_DTYPES
 from hwlab.inventory import kernel_rows, load_trace, write_kernels_csv
-from hwlab.io import OK, OOM, atomic_path, read_json, record, with_window, write_json
+from hwlab.io import OK, OOM, SKIPPED, atomic_path, read_json, record, with_window, write_json
 
 log = logging.getLogger("hwlab.decode")
 
@@ -124,41 +133,74 @@ def is_oom(exc: BaseException, dev: Device) -> bool:
 # ---- GPU-Util (NVML) ---------------------------------------------------------------------
 
 
-class UtilSampler:
-    """Samples NVML GPU utilisation in a background thread between start() and stop()."""
+def cuda_identity(torch_device) -> tuple[str | None, str | None]:
+    """(PCI bus id ``domain:bus:device.0``, UUID) of a CUDA device as torch reports them."""
+    props = torch.cuda.get_device_properties(torch_device)
+    bus = getattr(props, "pci_bus_id", None)
+    busid = None
+    if bus is not None:
+        dom, dev = getattr(props, "pci_domain_id", 0), getattr(props, "pci_device_id", 0)
+        busid = f"{dom:08x}:{bus:02x}:{dev:02x}.0"
+    uuid = getattr(props, "uuid", None)
+    return busid, (str(uuid) if uuid else None)
 
-    def __init__(self, dev: Device, interval_ms: int):
+
+class UtilSampler:
+    """Samples NVML GPU utilisation in a background thread between start() and stop().
+
+    ``nvml`` is the module with NVML's Python interface (default: nvidia-ml-py's
+    ``pynvml``); ``identity`` the device's (PCI bus id, UUID) (default: from torch)."""
+
+    def __init__(
+        self,
+        dev: Device,
+        interval_ms: int,
+        *,
+        nvml=None,
+        identity: tuple[str | None, str | None] | None = None,
+    ):
         self.dev = dev
         self.interval_s = interval_ms / 1e3
         self.samples: list[int] = []
         self.reason: str | None = None if dev.is_cuda else CPU_NVML_REASON
+        self.found_by: str | None = None
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        self._module = nvml
+        self._identity = identity
         self._nvml = None
         self._dev_handle = None
 
     def _handle(self):
+        """NVML's handle of this CUDA device: by PCI bus id (NVML and CUDA may number
+        devices differently), else by UUID, else by index (the last resort)."""
         nvml = self._nvml
-        props = torch.cuda.get_device_properties(self.dev.torch_device)
-        bus = getattr(props, "pci_bus_id", None)
-        if bus is not None:  # NVML and CUDA may number devices differently
-            busid = f"{props.pci_domain_id:08x}:{bus:02x}:{props.pci_device_id:02x}.0"
+        busid, uuid = self._identity or cuda_identity(self.dev.torch_device)
+        tried = []
+        if busid:
             try:
-                return nvml.nvmlDeviceGetHandleByPciBusId_v2(busid)
-            except nvml.NVMLError:
-                pass
-        return nvml.nvmlDeviceGetHandleByIndex(self.dev.torch_device.index or 0)
+                return nvml.nvmlDeviceGetHandleByPciBusId(busid), f"PCI bus id {busid}"
+            except nvml.NVMLError as e:
+                tried.append(f"PCI bus id {busid}: {e}")
+        if uuid:
+            u = uuid if uuid.startswith(("GPU-", "MIG-")) else f"GPU-{uuid}"
+            try:
+                return nvml.nvmlDeviceGetHandleByUUID(u), f"UUID {u}"
+            except nvml.NVMLError as e:
+                tried.append(f"UUID {u}: {e}")
+        index = self.dev.torch_device.index or 0
+        how = f"index {index}" + (f" (not found by {'; '.join(tried)})" if tried else "")
+        return nvml.nvmlDeviceGetHandleByIndex(index), how
 
     def prepare(self) -> None:
         """Open NVML and find the device (before the timed loop: it takes milliseconds)."""
         if self.reason:
             return
         try:
-            import pynvml
-
-            pynvml.nvmlInit()
-            self._nvml = pynvml
-            self._dev_handle = self._handle()
+            nvml = self._module or importlib.import_module("pynvml")
+            nvml.nvmlInit()
+            self._nvml = nvml
+            self._dev_handle, self.found_by = self._handle()
         except Exception as e:  # no driver library, no permission: record why, go on
             self.reason = f"NVML unavailable: {type(e).__name__}: {e}"
 
@@ -196,8 +238,72 @@ class UtilSampler:
             "gpu_util_samples": len(s),
             "gpu_util_interval_ms": self.interval_s * 1e3,
             "gpu_util_reason": self.reason,
+            "gpu_util_device": self.found_by,
             "gpu_util_raw": s,
         }
+
+
+# ---- attention backend -------------------------------------------------------------------
+SDPA_BACKENDS = ("flash", "cudnn", "efficient", "math", "auto")
+# the backend-specific SDPA ops (the generic aten::scaled_dot_product_attention calls one)
+SDPA_OP = re.compile(r"^aten::_(scaled_dot_product_\w+|flash_attention\w*|efficient_attention\w*)")
+ATTENTION_KERNEL = re.compile(r"flash_fwd|flash_attn|FlashAttn|fmha|sdpa|attention", re.I)
+NO_SDPA_KERNEL = ("No viable backend for scaled_dot_product_attention", "No available kernel")
+
+
+def sdpa_context(backend: str):
+    """The context forcing ``backend`` for scaled_dot_product_attention (auto: none)."""
+    if backend not in SDPA_BACKENDS:
+        raise ValueError(f"decode.sdpa_backend must be one of {SDPA_BACKENDS}, got {backend!r}")
+    if backend == "auto":
+        return contextlib.nullcontext()
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+
+    which = {
+        "flash": SDPBackend.FLASH_ATTENTION,
+        "cudnn": SDPBackend.CUDNN_ATTENTION,
+        "efficient": SDPBackend.EFFICIENT_ATTENTION,
+        "math": SDPBackend.MATH,
+    }[backend]
+    return sdpa_kernel(which)
+
+
+def no_sdpa_kernel(exc: BaseException) -> bool:
+    """torch found no kernel of the forced backend for these inputs on this device."""
+    return isinstance(exc, RuntimeError) and any(m in str(exc) for m in NO_SDPA_KERNEL)
+
+
+def attention_used(trace: dict[str, Any]) -> dict[str, Any]:
+    """The SDPA op(s) and attention kernels (full name -> launches, and the same by bare
+    kernel name) a profiled window ran."""
+    from hwlab.ncu import short_kernel_name
+
+    ops: set[str] = set()
+    kernels: dict[str, int] = {}
+    for e in trace.get("traceEvents", []):
+        if not isinstance(e, dict) or e.get("ph") != "X":
+            continue
+        name, cat = str(e.get("name", "")), str(e.get("cat", "")).lower()
+        if cat == "cpu_op" and SDPA_OP.search(name):
+            ops.add(name)
+        elif cat == "kernel" and ATTENTION_KERNEL.search(name):
+            kernels[name] = kernels.get(name, 0) + 1
+    short: dict[str, int] = {}
+    for name, n in kernels.items():
+        k = short_kernel_name(name)
+        short[k] = short.get(k, 0) + n
+    return {
+        "attention_ops": sorted(ops),
+        "attention_kernels": kernels,
+        "attention_kernels_short": short,
+    }
+
+
+def cudnn_version() -> int | None:
+    try:
+        return torch.backends.cudnn.version() if torch.backends.cudnn.is_available() else None
+    except Exception:  # a torch build without cuDNN bindings
+        return None
 
 
 # ---- derived numbers -----------------------------------------------------------------------
@@ -333,6 +439,7 @@ def measure_batch(
         **tpot_stats(steps, warmup_steps, batch),
         "peak_mem_mb": peak / 1024**2,
         **util,
+        **attention_used(load_trace(trace_out)),
     }
     return fields, rows
 
@@ -367,6 +474,7 @@ def run_batch(
     nvml_interval_ms: int,
     dtype: str,
     seed: int,
+    sdpa_backend: str = "flash",
 ) -> dict[str, Any]:
     """The decode job: build the model, measure one batch, write its three files."""
     # weights come from the manifest, never from a download inside a measuring job
@@ -397,6 +505,8 @@ def run_batch(
         "device_name": info.get("name"),
         "threads": dev.threads if not dev.is_cuda else None,
         "timer": dev.timer_name,
+        "sdpa_backend": sdpa_backend,
+        "cudnn_version": cudnn_version(),
         "peak_mem_kind": "torch.cuda.max_memory_allocated"
         if dev.is_cuda
         else "process peak RSS (ru_maxrss)",
@@ -416,31 +526,40 @@ def run_batch(
         meta["memory_cap"] = apply_memory_cap(memory_cap_mb)
     try:
         model = hwmodel.load(manifest, dtype=dtype, device=str(dev.torch_device), seed=seed)
-        fields, rows = measure_batch(
-            dev,
-            model,
-            batch=batch,
-            prompt_len=prompt_len,
-            new_tokens=new_tokens,
-            warmup_steps=warmup_steps,
-            profile_steps=profile_steps,
-            seed=seed,
-            nvml_interval_ms=nvml_interval_ms,
-            trace_out=out_trace,
-        )
+        with sdpa_context(sdpa_backend):
+            fields, rows = measure_batch(
+                dev,
+                model,
+                batch=batch,
+                prompt_len=prompt_len,
+                new_tokens=new_tokens,
+                warmup_steps=warmup_steps,
+                profile_steps=profile_steps,
+                seed=seed,
+                nvml_interval_ms=nvml_interval_ms,
+                trace_out=out_trace,
+            )
         rec = record(OK, None, **meta, **fields)
     except (RuntimeError, MemoryError) as e:
-        if not is_oom(e, dev):
+        if no_sdpa_kernel(e):
+            status = SKIPPED
+            reason = (
+                f"decode.sdpa_backend {sdpa_backend}: no such attention kernel for this "
+                f"model ({dtype}) on {dev.kind}: {str(e).splitlines()[0]}"
+            )
+        elif is_oom(e, dev):
+            status = OOM
+            reason = f"out of memory at batch {batch}: {str(e).splitlines()[0]}"
+            if meta.get("memory_cap"):
+                reason += f" (decode.memory_cap_mb = {memory_cap_mb} MiB)"
+        else:
             raise
-        reason = f"out of memory at batch {batch}: {str(e).splitlines()[0]}"
-        if meta.get("memory_cap"):
-            reason += f" (decode.memory_cap_mb = {memory_cap_mb} MiB)"
         log.warning("%s", reason)
         model = None
         dev.empty_cache()
-        rec = record(OOM, reason, **meta)
+        rec = record(status, reason, **meta)
         rows = []
-        _empty_trace(out_trace, OOM, reason)
+        _empty_trace(out_trace, status, reason)
     write_kernels_csv(out_kernels, rows)
     write_json(out_json, with_window(rec, start))
     return rec

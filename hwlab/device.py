@@ -13,8 +13,32 @@ Cache state: ``flusher(nbytes)`` returns a callable that rewrites a buffer large
 last-level cache (GPU: ``zero_`` like triton's do_bench; CPU: a read-modify-write, because
 large memsets may use non-temporal stores that bypass the cache).
 
+The benchmark core, :meth:`Device.bench`, is what every stage times with. One *repeat* is
+``iters`` calls; its per-call time is one sample. Three modes:
+- ``loop``: the calls back to back inside one timed region (start marker, calls, end marker);
+- ``each``: every call timed alone in triton ``do_bench``'s order, with all markers made up
+  front: ``flush(); start[i].record(); fn(); end[i].record()`` for each call, one
+  synchronize after the repeat. The flush (untimed, between the markers of two calls) also
+  gives the host its head start, so on a GPU the start marker is not recorded while the
+  GPU idles waiting for Python to dispatch the call;
+- ``graph`` (CUDA only): the ``iters`` calls captured once into a CUDA graph (outside any
+  timed region), each repeat one replay between two markers (triton's
+  ``do_bench_cudagraph``): no per-call launch cost.
+Repeats continue until at least ``min_repeats`` are done and then stop as soon as the
+median is known well enough — the relative width of its 95% confidence interval
+(:func:`hwlab.formulas.rel_ci`) is at most ``target_spread`` — or ``budget_s`` seconds of
+benchmarking are spent, or ``max_repeats`` is reached (NVBench's stop-on-noise, with
+order statistics instead of a normal approximation). The result (:class:`Samples`) keeps
+every sample, the host dispatch time per call (a point whose dispatch time is close to its
+device time is bound by Python/launch, not by the device), whether the target was reached
+and why it stopped.
+
 Detection reads only what the machine reports (torch, NVML, /proc, /sys); matching the
-device to the hardware catalog is :mod:`hwlab.catalog`'s job.
+device to the hardware catalog is :mod:`hwlab.catalog`'s job. A CPU's matrix engine is read
+from its cpuinfo flags (:func:`cpu_matrix_engine`): Intel AMX (``amx_bf16``, ``amx_int8``,
+``amx_fp16``, with ``amx_tile``) is a matrix engine, which oneDNN (and so torch) uses for
+bf16 / int8 matmuls; ``avx512_bf16``, ``avx512_vnni``, ``avx_vnni`` are dot-product
+instructions on the vector units, not a matrix engine.
 """
 
 from __future__ import annotations
@@ -37,10 +61,81 @@ CPU_FP8_REASON = (
 
 @dataclass(frozen=True)
 class Timing:
-    """One timed region: device-clock seconds and wall-clock seconds."""
+    """One timed region: device-clock seconds and wall-clock seconds (and, where known,
+    the host seconds spent issuing it, no synchronize)."""
 
     device_s: float
     wall_s: float
+    dispatch_s: float | None = None
+
+
+BENCH_MODES = ("loop", "each", "graph")
+
+
+@dataclass
+class Samples:
+    """What :meth:`Device.bench` measured: one sample per repeat, each a per-call time."""
+
+    device_s: list[float]  # per-call device-clock seconds, one per repeat
+    wall_s: list[float]  # per-call host seconds: the repeat's wall time (final sync in) / iters
+    dispatch_s: list[float]  # per-call host seconds spent issuing the calls (no sync)
+    iters: int
+    mode: str
+    timer: str
+    target_spread: float
+    budget_s: float
+    stopped: str  # "fixed", "target", "budget" or "max_repeats"
+
+    @property
+    def n(self) -> int:
+        return len(self.device_s)
+
+    @property
+    def median_s(self) -> float:
+        from hwlab.formulas import median
+
+        return median(self.device_s)
+
+    @property
+    def rel_ci(self) -> float:
+        from hwlab.formulas import rel_ci
+
+        return rel_ci(self.device_s)
+
+    @property
+    def target_reached(self) -> bool | None:
+        """None when no target was set (fixed repeat count)."""
+        if not self.target_spread:
+            return None
+        return self.rel_ci <= self.target_spread
+
+    def stats(self, prefix: str = "time") -> dict[str, Any]:
+        """The fields a record keeps, in µs: the median ``{prefix}_us``, min, max and the
+        median's 95% CI, the spreads (relative range, IQR and CI width), the counts, how
+        the repeats stopped, wall and dispatch time per call, and every sample."""
+        from hwlab import formulas as F
+
+        d, us = self.device_s, 1e6
+        lo, hi = F.median_ci(d)
+        return {
+            f"{prefix}_us": F.median(d) * us,
+            f"{prefix}_min_us": min(d) * us,
+            f"{prefix}_max_us": max(d) * us,
+            f"{prefix}_ci_lo_us": lo * us,
+            f"{prefix}_ci_hi_us": hi * us,
+            "rel_spread": F.rel_spread(d),
+            "rel_iqr": F.rel_iqr(d),
+            "rel_ci": F.rel_ci(d),
+            "n_repeats": len(d),
+            "iters": self.iters,
+            "target_spread": self.target_spread or None,
+            "target_reached": self.target_reached,
+            "stopped": self.stopped,
+            "wall_time_us": F.median(self.wall_s) * us,
+            "dispatch_us": F.median(self.dispatch_s) * us,
+            "timing_mode": self.mode,
+            "repeats_us": [x * us for x in d],
+        }
 
 
 def _cpu_model() -> str:
@@ -67,6 +162,56 @@ def _cpu_llc_bytes() -> int | None:
         if best is None or level > best[0]:
             best = (level, nbytes)
     return best[1] if best else None
+
+
+AMX_FLAGS = ("amx_bf16", "amx_int8", "amx_fp16", "amx_tile", "amx_complex")
+DOT_PRODUCT_FLAGS = ("avx512_bf16", "avx512_vnni", "avx_vnni", "avx_vnni_int8", "avx512_fp16")
+
+
+def cpu_flags(cpuinfo: str | None = None) -> list[str]:
+    """The feature flags of the first CPU in /proc/cpuinfo (or of ``cpuinfo`` text)."""
+    if cpuinfo is None:
+        try:
+            cpuinfo = Path("/proc/cpuinfo").read_text()
+        except OSError:
+            return []
+    for line in cpuinfo.splitlines():
+        key, _, value = line.partition(":")
+        if key.strip().lower() in ("flags", "features"):  # x86 / arm64
+            return value.split()
+    return []
+
+
+def cpu_matrix_engine(flags: list[str]) -> dict[str, Any]:
+    """Whether the CPU has a matrix engine, from its flags (pure).
+
+    ``amx``: Intel AMX with bf16 or int8 tiles (the matrix-engine path for bf16 / int8
+    matmuls); ``bf16_dot_product``: bf16 / int8 dot-product instructions present, which run
+    on the vector units and are not a matrix engine."""
+    have = set(flags)
+    amx = [f for f in AMX_FLAGS if f in have]
+    dot = [f for f in DOT_PRODUCT_FLAGS if f in have]
+    engine = bool({"amx_bf16", "amx_int8"} & have)
+    return {
+        "amx": engine,
+        "amx_flags": amx,
+        "matrix_dtypes": [
+            d
+            for d, f in (("bf16", "amx_bf16"), ("int8", "amx_int8"), ("fp16", "amx_fp16"))
+            if f in have
+        ],  # fmt: skip
+        "bf16_dot_product": dot,
+        "note": (
+            f"AMX matrix engine ({', '.join(amx)}): bf16 / int8 matmuls run on it (oneDNN)"
+            if engine
+            else (
+                f"no matrix engine; {', '.join(dot)}: bf16 dot-product instructions on the "
+                "vector units, not a matrix engine"
+                if dot
+                else "no matrix engine and no bf16 dot-product instructions"
+            )
+        ),
+    }
 
 
 def _nvml_driver() -> str | None:
@@ -111,6 +256,7 @@ def detect(requested: str = "auto", index: int = 0) -> dict[str, Any]:
         "cpu_model": _cpu_model(),
         "cpu_threads": available_threads(),
         "cpu_llc_bytes": _cpu_llc_bytes(),
+        "cpu_matrix_engine": cpu_matrix_engine(cpu_flags()),
         "host_memory_bytes": os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES"),
         "torch_cuda": torch.version.cuda,
         "gpu_count": torch.cuda.device_count() if has_cuda else 0,
@@ -129,6 +275,7 @@ def detect(requested: str = "auto", index: int = 0) -> dict[str, Any]:
             total_memory_bytes=props.total_memory,
             llc_bytes=getattr(props, "L2_cache_size", None),
             driver_version=_nvml_driver(),
+            cudnn_version=torch.backends.cudnn.version(),
         )
     else:
         info.update(
@@ -141,6 +288,7 @@ def detect(requested: str = "auto", index: int = 0) -> dict[str, Any]:
             total_memory_bytes=info["host_memory_bytes"],
             llc_bytes=info["cpu_llc_bytes"],
             driver_version=None,
+            cudnn_version=None,
         )
     return info
 
@@ -206,13 +354,135 @@ class Device:
     def time_each(
         self, fn: Callable[[], object], n: int, before: Callable[[], object] | None = None
     ) -> list[Timing]:
-        """Time ``n`` calls of ``fn`` one by one; ``before`` runs untimed ahead of each."""
-        out = []
-        for _ in range(n):
+        """Time ``n`` calls of ``fn`` one by one in triton do_bench's order: markers made up
+        front, then per call ``before(); start.record(); fn(); end.record()`` (``before``
+        untimed, e.g. a cache flush), one synchronize at the end. Wall time per call is the
+        host time from its start marker to its end marker (the final synchronize shared
+        out), device time the GPU's clock between the markers."""
+        marks = [self.event_pair() for _ in range(n)]
+        walls = []
+        self.synchronize()
+        for s, e in marks:
             if before is not None:
                 before()
-            out.append(self.time_loop(fn, 1))
-        return out
+            w0 = time.perf_counter_ns()
+            s.record()
+            fn()
+            e.record()
+            walls.append(time.perf_counter_ns() - w0)
+        w0 = time.perf_counter_ns()
+        self.synchronize()
+        sync = (time.perf_counter_ns() - w0) / n
+        return [
+            Timing(self.elapsed_s(s, e), (w + sync) / 1e9, w / 1e9)
+            for (s, e), w in zip(marks, walls, strict=True)
+        ]
+
+    def _graph(self, fn: Callable[[], object], iters: int):
+        """``iters`` calls of ``fn`` captured into one CUDA graph (warmed up on a side stream
+        first, as capture requires)."""
+        torch = self.torch
+        side = torch.cuda.Stream(device=self.torch_device)
+        side.wait_stream(torch.cuda.current_stream(self.torch_device))
+        with torch.cuda.stream(side):
+            for _ in range(3):
+                fn()
+        torch.cuda.current_stream(self.torch_device).wait_stream(side)
+        self.synchronize()
+        graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(graph):
+            for _ in range(iters):
+                fn()
+        self.synchronize()
+        return graph
+
+    def bench(
+        self,
+        fn: Callable[[], object],
+        *,
+        iters: int,
+        mode: str = "loop",
+        flush: Callable[[], object] | None = None,
+        warmup: int = 0,
+        min_repeats: int = 3,
+        max_repeats: int = 0,
+        target_spread: float = 0.0,
+        budget_s: float = 0.0,
+    ) -> Samples:
+        """Benchmark ``fn`` (see the module docstring for the modes and the stopping rule).
+
+        ``warmup`` untimed calls first. Without ``target_spread`` exactly ``min_repeats``
+        repeats run; with it, repeats go on until the median's relative 95% CI width is at
+        most ``target_spread``, or ``budget_s`` seconds (0: no limit) have been spent
+        benchmarking, or ``max_repeats`` (0: no cap beyond the budget) are done.
+        """
+        if mode not in BENCH_MODES:
+            raise ValueError(f"mode must be one of {BENCH_MODES}, got {mode!r}")
+        if mode == "graph" and not self.is_cuda:
+            raise ValueError("graph timing (CUDA graph replay) needs a CUDA device")
+        if mode == "each" and flush is None:
+            flush = _noop
+        if target_spread and not (budget_s or max_repeats):
+            raise ValueError("an adaptive benchmark needs budget_s or max_repeats")
+        iters = max(1, int(iters))
+        for _ in range(warmup):
+            fn()
+        self.synchronize()
+        graph = self._graph(fn, iters) if mode == "graph" else None
+        device_s: list[float] = []
+        wall_s: list[float] = []
+        dispatch_s: list[float] = []
+        t0 = time.perf_counter()
+        stopped = "fixed"
+        while True:
+            if mode == "each":
+                ts = self.time_each(fn, iters, before=flush)
+                device_s.append(sum(t.device_s for t in ts) / iters)
+                wall_s.append(sum(t.wall_s for t in ts) / iters)
+                dispatch_s.append(sum(t.dispatch_s or 0.0 for t in ts) / iters)
+            else:
+                call = graph.replay if graph is not None else fn
+                reps = 1 if graph is not None else iters
+                start, stop = self.event_pair()
+                self.synchronize()
+                w0 = time.perf_counter_ns()
+                start.record()
+                for _ in range(reps):
+                    call()
+                stop.record()
+                w1 = time.perf_counter_ns()
+                self.synchronize()
+                w2 = time.perf_counter_ns()
+                device_s.append(self.elapsed_s(start, stop) / iters)
+                wall_s.append((w2 - w0) / 1e9 / iters)
+                dispatch_s.append((w1 - w0) / 1e9 / iters)
+            n = len(device_s)
+            if n < min_repeats:
+                continue
+            if not target_spread:
+                break
+            from hwlab.formulas import rel_ci
+
+            if rel_ci(device_s) <= target_spread:
+                stopped = "target"
+                break
+            if budget_s and time.perf_counter() - t0 >= budget_s:
+                stopped = "budget"
+                break
+            if max_repeats and n >= max_repeats:
+                stopped = "max_repeats"
+                break
+        return Samples(
+            device_s=device_s,
+            wall_s=wall_s,
+            dispatch_s=dispatch_s,
+            iters=iters,
+            mode=mode,
+            timer=self.timer_name if graph is None else "cuda_events+graph",
+            target_spread=target_spread,
+            budget_s=budget_s,
+            stopped=stopped,
+        )
 
     def event_pair(self):
         """(start, stop) markers for timing a region inside a larger loop without a sync.
@@ -281,6 +551,10 @@ class Device:
         if dtype == "tf32":
             return "tf32 is a GPU tensor-core mode; a CPU computes fp32 as fp32"
         return None
+
+
+def _noop() -> None:
+    return None
 
 
 class _CpuMark:

@@ -151,3 +151,41 @@ def rel_spread(values: Sequence[float]) -> float:
     """(max - min) / median: how far the repeats of one measurement disagree."""
     m = median(values)
     return (max(values) - min(values)) / m if m else float("inf")
+
+
+def rel_iqr(values: Sequence[float]) -> float:
+    """Interquartile range over the median: a spread that, unlike (max - min), does not
+    grow with the number of repeats."""
+    m = median(values)
+    return (quantile(values, 0.75) - quantile(values, 0.25)) / m if m else float("inf")
+
+
+def median_ci(values: Sequence[float], conf: float = 0.95) -> tuple[float, float]:
+    """Distribution-free confidence interval of the median (order statistics).
+
+    With n sorted samples, [x_(k), x_(n+1-k)] (1-based) covers the population median with
+    probability 1 - 2 P(Bin(n, 1/2) <= k - 1); k is the largest rank keeping that at least
+    ``conf``. Below 6 samples no pair reaches 95%: the interval is [min, max] (coverage
+    1 - 2^(1-n), 94% at n = 5)."""
+    import math
+
+    xs = sorted(values)
+    n = len(xs)
+    if not n:
+        raise ValueError("median_ci of an empty sequence")
+    k = 1
+    # grow k while the next interval [x_(k+1), x_(n-k)] still has coverage >= conf
+    while k + 1 <= (n + 1) // 2:
+        tail = sum(math.comb(n, j) for j in range(k + 1)) / 2.0**n  # P(Bin <= k)
+        if 1.0 - 2.0 * tail < conf:
+            break
+        k += 1
+    return xs[k - 1], xs[n - k]
+
+
+def rel_ci(values: Sequence[float], conf: float = 0.95) -> float:
+    """Relative width of the median's confidence interval: how well the median is known
+    (shrinks like 1/sqrt(n) as repeats are added; the adaptive stopping rule uses it)."""
+    lo, hi = median_ci(values, conf)
+    m = median(values)
+    return (hi - lo) / m if m else float("inf")

@@ -15,7 +15,20 @@ What is counted:
   kernel by the CPU-side launch (runtime call with the same ``correlation`` id) inside it,
   falling back to the GPU-side annotation (``gpu_user_annotation``). Traces without hwlab
   annotations have one phase, ``all``.
+- Categories are matched case-insensitively, and the names older Kineto versions used are
+  accepted too (``Kernel``, ``Memcpy``, ``Memset``, ``Runtime``, ``Operator``).
+
 Classes come from ordered regex rules (``config/kernel_classes.yaml``): first match wins.
+A rule's ``pattern`` is matched against the kernel's *own name* (:func:`own_name`): the
+demangled signature without its return type, its parameter list and its template argument
+lists, so ``void at::native::reduce_kernel<512, 1, ...>(...)`` is ``at::native::reduce_kernel``
+and nothing inside the arguments (``GenericPackedTensorAccessor``, ``cudnn::reduced_divisor``,
+``cublasGemvTensorStridedBatched``) can decide the class. Generic launchers whose identity is
+their first template argument (``cutlass::Kernel2<cutlass_80_tensorop_...>``,
+``cutlass::device_kernel<...>``, listed under ``unwrap`` in the rules file) are unwrapped to
+it; a rule's optional ``template`` regex must then also match that name's template arguments
+(CUTLASS 3 ``GemmUniversal<..., MainloopSm90TmaGmma...>`` is a tensor-core GEMM). Tables keep
+the full name.
 No torch import here: the ``hwlab inventory`` command reads traces made anywhere.
 """
 
@@ -34,11 +47,23 @@ from pathlib import Path
 from typing import Any
 
 DEFAULT_RULES = Path(__file__).resolve().parent.parent / "config" / "kernel_classes.yaml"
-CLASSES = ("gemv", "tc_gemm", "gemm", "attention", "elementwise", "reduction", "memcpy", "other")
+CLASSES = (
+    "gemv",
+    "tc_gemm",
+    "gemm",
+    "attention",
+    "comm",
+    "elementwise",
+    "reduction",
+    "memcpy",
+    "other",
+)
 ANNOTATIONS = {"hwlab::prefill": "prefill", "hwlab::decode_step": "decode"}
 PHASES = ("decode", "prefill", "all", "outside")
-DEVICE_CATS = ("kernel", "gpu_memcpy", "gpu_memset")
-LAUNCH_CATS = ("cuda_runtime", "cuda_driver")
+# event categories, lower case (older Kineto wrote Kernel, Memcpy, Memset, Runtime, Operator)
+DEVICE_CATS = ("kernel", "gpu_memcpy", "gpu_memset", "memcpy", "memset")
+LAUNCH_CATS = ("cuda_runtime", "cuda_driver", "runtime")
+CPU_OP_CATS = ("cpu_op", "operator")
 MATMUL_OPS = ("mm", "addmm", "bmm", "baddbmm", "matmul", "linear", "_addmm_activation")
 FIELDS = ("phase", "kernel", "rows", "calls", "time_us", "share")
 
@@ -47,52 +72,172 @@ FIELDS = ("phase", "kernel", "rows", "calls", "time_us", "share")
 
 
 @dataclass(frozen=True)
+class KernelName:
+    """A kernel name as the rules see it: ``own`` (qualified name without return type,
+    parameter list and template arguments, after unwrapping generic launchers) and
+    ``template`` (the template argument text of that own name, '' if none)."""
+
+    full: str
+    own: str
+    template: str = ""
+
+
+def _top_level(sig: str) -> tuple[str, list[tuple[int, str]]]:
+    """(the signature with every <...> and (...) at depth 0 removed, [(position in it,
+    template text)] for each removed <...>). Parameter lists are dropped."""
+    out: list[str] = []
+    templates: list[tuple[int, str]] = []
+    angle = paren = 0
+    buf: list[str] = []
+    for ch in sig:
+        if paren == 0 and ch == "<":
+            if angle == 0:
+                buf = []
+            else:
+                buf.append(ch)
+            angle += 1
+        elif paren == 0 and ch == ">" and angle > 0:
+            angle -= 1
+            if angle == 0:
+                templates.append((len(out), "".join(buf)))
+            else:
+                buf.append(ch)
+        elif angle == 0 and ch == "(":
+            paren += 1
+        elif angle == 0 and ch == ")" and paren > 0:
+            paren -= 1
+        elif angle > 0:
+            if ch == "(":
+                paren += 1
+            elif ch == ")" and paren > 0:
+                paren -= 1
+            buf.append(ch)
+        elif paren == 0:
+            out.append(ch)
+    return "".join(out), templates
+
+
+def _first_argument(template: str) -> str:
+    """The first top-level, comma-separated argument of a template argument list."""
+    depth = 0
+    for i, ch in enumerate(template):
+        if ch in "<(":
+            depth += 1
+        elif ch in ">)":
+            depth -= 1
+        elif ch == "," and depth == 0:
+            return template[:i].strip()
+    return template.strip()
+
+
+def own_name(name: str, unwrap: list[re.Pattern] | tuple = ()) -> KernelName:
+    """The kernel's own name (see the module docstring); ``unwrap``: patterns of generic
+    launchers (matched case-sensitively against the own name) whose first template
+    argument is the real kernel."""
+    full = name
+    sig = name.strip()
+    if re.match(r"^(Memcpy|Memset)\b", sig):  # driver copies: "Memcpy DtoD (Device -> Device)"
+        return KernelName(full, sig)
+    sig = sig.replace("(anonymous namespace)::", "")
+    for _ in range(6):  # wrappers nest (device_kernel<enable_sm90_or_later<FlashAttnFwdSm90>>)
+        top, templates = _top_level(sig)
+        stripped = top.rstrip()
+        # the own name is the last top-level token: drops "void ", "std::enable_if<…>::type "
+        start = max(stripped.rfind(" "), stripped.rfind("\t")) + 1
+        own = stripped[start:]
+        template = next((t for pos, t in templates if pos == len(stripped)), "")
+        if own and template and any(p.search(own) for p in unwrap):
+            inner = _first_argument(template)
+            if inner and not inner[0].isdigit():
+                sig = inner
+                continue
+        return KernelName(full, own or stripped.strip() or full, template)
+    return KernelName(full, own or full, template)
+
+
+@dataclass(frozen=True)
 class Rule:
     cls: str
     pattern: re.Pattern
     rows: int | None = None
+    template: re.Pattern | None = None
 
-    def matches(self, name: str, rows: int | None) -> bool:
+    def matches(self, name: KernelName | str, rows: int | None) -> bool:
+        if isinstance(name, str):
+            name = KernelName(name, name)
         if self.rows is not None and rows != self.rows:
             return False
-        return self.pattern.search(name) is not None
+        if self.pattern.search(name.own) is None:
+            return False
+        return self.template is None or self.template.search(name.template) is not None
 
 
-def parse_rules(data: Any, source: str = "kernel classes") -> list[Rule]:
+@dataclass(frozen=True)
+class Rules:
+    """The ordered class rules and the generic launchers to unwrap."""
+
+    rules: tuple[Rule, ...]
+    unwrap: tuple[re.Pattern, ...] = ()
+
+    def __iter__(self):
+        return iter(self.rules)
+
+    def __len__(self) -> int:
+        return len(self.rules)
+
+
+def _regex(value: Any, where: str, what: str, flags: int = re.IGNORECASE) -> re.Pattern:
+    try:
+        return re.compile(str(value), flags)
+    except re.error as e:
+        raise ValueError(f"{where}: {what} {value!r} is not a regex: {e}") from None
+
+
+def parse_rules(data: Any, source: str = "kernel classes") -> Rules:
     """Rules from the YAML structure; every error names the rule and what is wrong."""
     if not isinstance(data, dict) or not isinstance(data.get("rules"), list):
         raise ValueError(f"{source}: expected a mapping with a list under 'rules'")
+    unknown_top = set(data) - {"rules", "unwrap"}
+    if unknown_top:
+        raise ValueError(f"{source}: unknown key(s) {sorted(unknown_top)}")
+    unwrap_raw = data.get("unwrap") or []
+    if not isinstance(unwrap_raw, list):
+        raise ValueError(f"{source}: 'unwrap' must be a list of regexes")
+    unwrap = tuple(
+        _regex(u, f"{source}: unwrap[{i}]", "pattern", 0) for i, u in enumerate(unwrap_raw)
+    )
     rules = []
     for i, r in enumerate(data["rules"]):
         where = f"{source}: rules[{i}]"
         if not isinstance(r, dict) or "class" not in r or "pattern" not in r:
             raise ValueError(f"{where}: each rule needs 'class' and 'pattern', got {r!r}")
-        unknown = set(r) - {"class", "pattern", "rows"}
+        unknown = set(r) - {"class", "pattern", "rows", "template"}
         if unknown:
             raise ValueError(f"{where}: unknown key(s) {sorted(unknown)}")
         if r["class"] not in CLASSES:
             raise ValueError(f"{where}: class {r['class']!r} is not one of {', '.join(CLASSES)}")
-        try:
-            pattern = re.compile(str(r["pattern"]), re.IGNORECASE)
-        except re.error as e:
-            raise ValueError(f"{where}: pattern {r['pattern']!r} is not a regex: {e}") from None
+        pattern = _regex(r["pattern"], where, "pattern")
+        template = _regex(r["template"], where, "template") if "template" in r else None
         rows = r.get("rows")
         if rows is not None and (not isinstance(rows, int) or rows < 1):
             raise ValueError(f"{where}: rows must be a positive integer, got {rows!r}")
-        rules.append(Rule(r["class"], pattern, rows))
-    return rules
+        rules.append(Rule(r["class"], pattern, rows, template))
+    return Rules(tuple(rules), unwrap)
 
 
-def load_rules(path: str | os.PathLike = DEFAULT_RULES) -> list[Rule]:
+def load_rules(path: str | os.PathLike = DEFAULT_RULES) -> Rules:
     from hwlab.config import load_yaml
 
     return parse_rules(load_yaml(path, "kernel class file"), str(path))
 
 
-def classify(name: str, rows: int | None = None, rules: list[Rule] | None = None) -> str:
-    """Class of a kernel or op name (``rows``: M of a CPU matmul, if known)."""
-    for rule in rules if rules is not None else load_rules():
-        if rule.matches(name, rows):
+def classify(name: str, rows: int | None = None, rules: Rules | list[Rule] | None = None) -> str:
+    """Class of a kernel or op name (``rows``: M of a CPU matmul, if known); the rules see
+    the kernel's own name (:func:`own_name`)."""
+    rules = rules if rules is not None else load_rules()
+    kn = own_name(name, getattr(rules, "unwrap", ()))
+    for rule in rules:
+        if rule.matches(kn, rows):
             return rule.cls
     return "other"
 
@@ -163,11 +308,16 @@ class _Windows:
     def __bool__(self) -> bool:
         return bool(self.w)
 
-    def phase(self, t: float) -> str | None:
+    def find(self, t: float) -> tuple[float, float, str] | None:
+        """The (start, end, phase) window holding time ``t``, or None."""
         i = bisect.bisect_right(self.starts, t) - 1
         if i >= 0 and t <= self.w[i][1]:
-            return self.w[i][2]
+            return self.w[i]
         return None
+
+    def phase(self, t: float) -> str | None:
+        w = self.find(t)
+        return w[2] if w else None
 
 
 def _window(e: dict[str, Any]) -> tuple[float, float, str]:
@@ -176,8 +326,13 @@ def _window(e: dict[str, Any]) -> tuple[float, float, str]:
 
 
 def _complete(events: list, cats: Iterable[str]) -> list[dict[str, Any]]:
+    """Complete ('X') events of the given categories, compared case-insensitively."""
     cats = set(cats)
-    return [e for e in events if e.get("ph") == "X" and e.get("cat") in cats and "ts" in e]
+    return [
+        e
+        for e in events
+        if e.get("ph") == "X" and str(e.get("cat", "")).lower() in cats and "ts" in e
+    ]
 
 
 def _cpu_self_times(ops: list[dict[str, Any]]) -> list[float]:
@@ -206,9 +361,11 @@ def trace_source(trace: dict[str, Any]) -> str:
     return "cuda" if _complete(trace["traceEvents"], DEVICE_CATS) else "cpu"
 
 
-def kernel_rows(trace: dict[str, Any]) -> list[dict[str, Any]]:
-    """The inventory of one trace: per (phase, kernel, rows) the calls, time and share of
-    the phase's total time (see the module docstring for what is timed)."""
+def _trace_items(
+    trace: dict[str, Any],
+) -> tuple[list[tuple[str, tuple | None, str, int | None, float]], _Windows]:
+    """Every timed item of a trace: (phase, its annotation window or None, name, rows,
+    time µs), and the windows (CPU-side annotations, else GPU-side ones)."""
     events = trace["traceEvents"]
     cpu_ann = [e for e in _complete(events, ["user_annotation"]) if e["name"] in ANNOTATIONS]
     gpu_ann = [e for e in _complete(events, ["gpu_user_annotation"]) if e["name"] in ANNOTATIONS]
@@ -216,13 +373,13 @@ def kernel_rows(trace: dict[str, Any]) -> list[dict[str, Any]]:
     cpu_windows = _Windows(_window(e) for e in cpu_ann)
     gpu_windows = _Windows(_window(e) for e in gpu_ann)
 
-    def phase_of(t: float | None, windows: _Windows) -> str:
+    def phase_of(t: float | None, windows: _Windows) -> tuple[str, tuple | None]:
         if not annotated:
-            return "all"
-        p = windows.phase(t) if t is not None else None
-        return p or "outside"
+            return "all", None
+        w = windows.find(t) if t is not None else None
+        return (w[2], w) if w else ("outside", None)
 
-    items: list[tuple[str, str, int | None, float]] = []  # phase, name, rows, time
+    items: list[tuple[str, tuple | None, str, int | None, float]] = []
     device = _complete(events, DEVICE_CATS)
     if device:
         launch_ts = {}
@@ -233,15 +390,23 @@ def kernel_rows(trace: dict[str, Any]) -> list[dict[str, Any]]:
         for e in device:
             corr = (e.get("args") or {}).get("correlation")
             if corr in launch_ts and cpu_windows:
-                phase = phase_of(launch_ts[corr], cpu_windows)
+                phase, w = phase_of(launch_ts[corr], cpu_windows)
             else:
-                phase = phase_of(float(e["ts"]), gpu_windows)
-            items.append((phase, e["name"], None, float(e.get("dur", 0))))
+                phase, w = phase_of(float(e["ts"]), gpu_windows)
+            items.append((phase, w, e["name"], None, float(e.get("dur", 0))))
     else:
-        ops = _complete(events, ["cpu_op"])
+        ops = _complete(events, CPU_OP_CATS)
         for e, t in zip(ops, _cpu_self_times(ops), strict=True):
             rows = matmul_rows(e["name"], (e.get("args") or {}).get("Input Dims"))
-            items.append((phase_of(float(e["ts"]), cpu_windows), e["name"], rows, t))
+            phase, w = phase_of(float(e["ts"]), cpu_windows)
+            items.append((phase, w, e["name"], rows, t))
+    return items, cpu_windows if cpu_windows else gpu_windows
+
+
+def kernel_rows(trace: dict[str, Any]) -> list[dict[str, Any]]:
+    """The inventory of one trace: per (phase, kernel, rows) the calls, time and share of
+    the phase's total time (see the module docstring for what is timed)."""
+    items = [(p, n, r, t) for p, _, n, r, t in _trace_items(trace)[0]]
 
     agg: dict[tuple[str, str, int | None], list[float]] = {}
     for phase, name, rows, t in items:
@@ -267,7 +432,34 @@ def kernel_rows(trace: dict[str, Any]) -> list[dict[str, Any]]:
     return out
 
 
-def classify_rows(rows: list[dict[str, Any]], rules: list[Rule]) -> list[dict[str, Any]]:
+def step_profile(
+    trace: dict[str, Any], rules: Rules | list[Rule], phase: str = "decode"
+) -> list[dict[str, Any]]:
+    """Per annotated step of ``phase`` (one ``hwlab::decode_step`` window each): its wall
+    time under the profiler (the annotation's duration), the device time inside it (kernels
+    launched in it on a GPU, aten op self time on a CPU) and that time per class. The
+    spread of a class share over the steps is what the inventory's shares carry."""
+    items, windows = _trace_items(trace)
+    steps: dict[tuple, dict[str, Any]] = {}
+    for w in windows.w:
+        if w[2] == phase:
+            steps[w] = {"wall_us": w[1] - w[0], "busy_us": 0.0,
+                        "by_class": dict.fromkeys(CLASSES, 0.0)}  # fmt: skip
+    unwrap = getattr(rules, "unwrap", ())
+    cache: dict[tuple[str, int | None], str] = {}
+    for p, w, name, rows, t in items:
+        if p != phase or w not in steps:
+            continue
+        key = (name, rows)
+        if key not in cache:
+            kn = own_name(name, unwrap)
+            cache[key] = next((r.cls for r in rules if r.matches(kn, rows)), "other")
+        steps[w]["busy_us"] += t
+        steps[w]["by_class"][cache[key]] += t
+    return [{"step": i, **v} for i, (_, v) in enumerate(sorted(steps.items()))]
+
+
+def classify_rows(rows: list[dict[str, Any]], rules: Rules | list[Rule]) -> list[dict[str, Any]]:
     return [{**r, "class": classify(r["kernel"], _int_or_none(r.get("rows")), rules)} for r in rows]
 
 
@@ -377,8 +569,8 @@ def register_cli(sub) -> None:
         "inventory",
         help="class shares and top kernels of a torch.profiler chrome trace (.json / .json.gz)",
         description="Kernel inventory (Lab 1a) of any torch.profiler chrome trace: the share "
-        "of each kernel class (gemv, tc_gemm, gemm, attention, elementwise, reduction, memcpy, "
-        "other) and the top kernels, per phase when the trace has hwlab's annotations.",
+        "of each kernel class (gemv, tc_gemm, gemm, attention, comm, elementwise, reduction, "
+        "memcpy, other) and the top kernels, per phase when the trace has hwlab's annotations.",
     )
     p.add_argument("trace", help="chrome trace from torch.profiler (export_chrome_trace)")
     p.add_argument("--classes", default=str(DEFAULT_RULES), help="class rules (YAML)")

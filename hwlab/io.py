@@ -69,6 +69,20 @@ def record(status: str, reason: str | None = None, **fields: Any) -> dict[str, A
     return {"status": status, "reason": reason, **fields}
 
 
+def group_reasons(items: Iterable[tuple[Any, Any, Any]], what: str = "batch") -> list[str]:
+    """(key, status, reason) triples as one line per distinct (status, reason), its keys
+    listed together: 'batches 1, 32: skipped: no GPU' rather than the reason twice."""
+    groups: dict[tuple[str, str], list[str]] = {}
+    for key, status, reason in items:
+        groups.setdefault((str(status), str(reason)), []).append(str(key))
+    plural = what + ("es" if what.endswith(("s", "h", "x")) else "s")
+    out = []
+    for (status, reason), keys in groups.items():
+        label = f"{what} {keys[0]}" if len(keys) == 1 else f"{plural} {', '.join(keys)}"
+        out.append(f"{label}: {status}: {reason}")
+    return out
+
+
 def with_window(rec: dict[str, Any], start: float) -> dict[str, Any]:
     """Add the wall-clock window (epoch seconds) a measurement occupied, so overlapping
     measurements can be detected afterwards (they must never overlap)."""
@@ -81,23 +95,98 @@ def write_text(path: str | os.PathLike, text: str) -> None:
         tmp.write_text(text)
 
 
+def fmt_number(x: Any) -> str:
+    """A number as a table shows it, never in exponent notation for ordinary magnitudes:
+    thousands grouped and no decimals from 1,000 up (1,180), one decimal from 10 (38.6),
+    three significant digits below (9.91, 0.592, 0.00774); '—' for a missing value."""
+    if x is None:
+        return "—"
+    if isinstance(x, bool):
+        return "yes" if x else "no"
+    if isinstance(x, int) or (hasattr(x, "is_integer") and not isinstance(x, float)):
+        try:
+            return f"{int(x):,}"
+        except (TypeError, ValueError):
+            return str(x)
+    try:
+        v = float(x)
+    except (TypeError, ValueError):
+        return str(x)
+    if not math.isfinite(v):
+        return "—" if v != v else str(v)
+    a = abs(v)
+    if a == 0:
+        return "0"
+    if a >= 1000:
+        return f"{v:,.0f}"
+    if a >= 10:
+        return f"{v:.1f}"
+    if a >= 1e-3:
+        return f"{v:.3g}"
+    return f"{v:.2e}"
+
+
+def _is_number(x: Any) -> bool:
+    if isinstance(x, bool) or x is None:
+        return False
+    if isinstance(x, int | float):
+        return True
+    return (
+        hasattr(x, "item") and isinstance(x.item(), int | float) and not isinstance(x.item(), bool)
+    )
+
+
+def markdown(df, missing: str = "—") -> str:
+    """``df`` as a Markdown table: numbers through :func:`fmt_number` (right-aligned),
+    missing values as ``missing``, strings as they are."""
+    cols = list(df.columns)
+    numeric = []
+    rows = []
+    for c in cols:
+        vals = [
+            v for v in df[c].tolist() if not (isinstance(v, float) and v != v) and v is not None
+        ]
+        numeric.append(bool(vals) and all(_is_number(v) for v in vals))
+    for rec in df.itertuples(index=False):
+        row = []
+        for v in rec:
+            if v is None or (isinstance(v, float) and v != v):
+                row.append(missing)
+            elif _is_number(v):
+                row.append(fmt_number(v.item() if hasattr(v, "item") else v))
+            else:
+                row.append(str(v))
+        rows.append(row)
+    from tabulate import tabulate
+
+    return tabulate(
+        rows,
+        headers=[str(c) for c in cols],
+        tablefmt="pipe",
+        disable_numparse=True,
+        colalign=["right" if n else "left" for n in numeric],
+    )
+
+
 def write_table(
     df,
-    csv_path: str | os.PathLike,
+    csv_path: str | os.PathLike | None,
     md_path: str | os.PathLike | None = None,
     *,
     md_columns: Mapping[str, str] | None = None,
     title: str | None = None,
     notes: Iterable[str] = (),
-    floatfmt: str = ".3g",
+    title_level: int = 3,
 ) -> None:
     """Write ``df`` as CSV (all columns, machine names) and optionally as Markdown.
 
     ``md_columns`` maps column -> human header for the Markdown view (in that order);
     ``notes`` are printed under the table, e.g. to say what a timer really measured.
+    Numbers are formatted by :func:`fmt_number` (no exponent notation).
     """
-    with atomic_path(csv_path) as tmp:
-        df.to_csv(tmp, index=False)
+    if csv_path is not None:
+        with atomic_path(csv_path) as tmp:
+            df.to_csv(tmp, index=False)
     if md_path is None:
         return
     view = df
@@ -105,9 +194,8 @@ def write_table(
         view = df[[c for c in md_columns if c in df.columns]].rename(columns=dict(md_columns))
     lines = []
     if title:
-        lines += [f"### {title}", ""]
-    view = view.astype(object).where(view.notna(), None)  # NaN -> "—"
-    lines.append(view.to_markdown(index=False, floatfmt=floatfmt, missingval="—"))
+        lines += [f"{'#' * title_level} {title}", ""]
+    lines.append(markdown(view))
     notes = list(notes)
     if notes:
         lines.append("")

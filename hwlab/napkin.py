@@ -223,9 +223,29 @@ def tp_steps(c: TPComm, bandwidths: list[tuple[str, float]]) -> list[str]:
         lines.append(
             f"communication per pass at {bw:.4g} GB/s busbw ({label}) = "
             f"{c.ring_traffic_per_pass_bytes / GB:.4g} GB / {bw:.4g} GB/s = "
-            f"{c.time_s(bw) * 1e3:.4g} ms"
+            f"{_ms(c.time_s(bw) * 1e3)} ms"
         )
     return lines
+
+
+def _ms(x: float) -> str:
+    """Milliseconds as the tables print them (no exponent notation)."""
+    from hwlab.io import fmt_number
+
+    return fmt_number(x) if abs(x) >= 1000 else f"{x:.4g}"
+
+
+def _g3(x: float) -> str:
+    """3 significant digits, thousands grouped instead of an exponent."""
+    from hwlab.io import fmt_number
+
+    return fmt_number(x) if abs(x) >= 1000 else f"{x:.3g}"
+
+
+def _md(df) -> str:
+    from hwlab.io import markdown
+
+    return markdown(df.astype(object).where(df.notna(), None))
 
 
 def _close(a: float, b: float, rel: float) -> bool:
@@ -465,7 +485,7 @@ def tp_markdown(rows: list[dict[str, Any]], bandwidths: list[Bandwidth]) -> str:
     lines += [
         check[["quantity", "writeup", "formula", "ratio", "follows", "explanation"]]
         .rename(columns={"ratio": "writeup / formula", "follows": "follows?"})
-        .to_markdown(index=False, floatfmt=".3g"),
+        .pipe(_md),
         "",
         "- the bandwidth: NVLink 4 is 900 GB/s bidirectional, 450 GB/s per direction; a ring "
         "AllReduce's busbw is bounded by the per-direction rate, so ~750 GB/s as busbw is above "
@@ -493,7 +513,7 @@ def tp_markdown(rows: list[dict[str, Any]], bandwidths: list[Bandwidth]) -> str:
                 "allreduces_per_pass": "AllReduces / pass",
                 "ring_traffic_per_pass_gb": "ring GB / GPU / pass",
             }
-        ).to_markdown(index=False, floatfmt=".4g", missingval="—"),
+        ).pipe(_md),
         "",
         "- ms @ X: communication per forward pass at bus bandwidth X (— where X is unknown, "
         "e.g. the sweep was skipped; 0 where TP = 1 has no AllReduce)",
@@ -557,12 +577,120 @@ def write_napkin_tp(
 #
 # At batch 1 a decode step must stream every weight from memory once: the step cannot be
 # faster than weight bytes / memory bandwidth (the writeup's 6 GB / 3.35 TB/s = 1.79 ms for
-# 3B bf16 on an H100). KV-cache reads, activations and framework overhead only add to it,
-# and tensor parallelism over n devices divides the weight bytes per device by n (its
-# AllReduces, §6, are not included here). "Fits" counts the weights alone against the
-# device's memory; the KV cache and activations need room on top.
+# 3B bf16 on an H100). KV-cache reads, activations and framework overhead only add to it.
+#
+# Fits: the weights must fit in the memory left after a headroom (``kv_headroom``, default
+# 20%) kept free for the KV cache, activations and the runtime (CUDA context, allocator):
+# weights <= (1 - kv_headroom) x memory. 70B bf16 (140 GB) does not "fit" a 141 GB H200 with
+# no room for a single KV cache entry. Otherwise the smallest power-of-two TP that fits.
+#
+# TP: n devices each stream 1/n of the weights, and every layer pays two AllReduces of the
+# step's activations (batch x d_model x 2 bytes; §6) over the device's real link
+# (:func:`tp_link`): NVLink inside a node where the device has it, PCIe for cards without
+# NVLink, a network across nodes beyond 8 devices or for devices with no GPU link. At
+# batch 1 the messages are a few KB, so each AllReduce costs its latency: per AllReduce
+# time = latency + message x 2(n-1)/n / link bandwidth per direction.
 
 NAPKIN_MODELS_B: tuple[float, ...] = (3, 7, 13, 30, 70, 175, 405)
+KV_HEADROOM = 0.2
+NODE_GPUS = 8  # devices per node; TP beyond this crosses nodes
+
+# (d_model, layers) of the napkin's model sizes, for the TP AllReduce count and message size
+# (the TP_MODELS architectures above; 3B is Qwen2.5-3B, config/models/qwen2.5-3b.json)
+NAPKIN_GEOMETRY: dict[float, tuple[int, int]] = {
+    3: (2048, 36),
+    7: (4096, 32),
+    13: (5120, 40),
+    30: (6656, 60),
+    70: (8192, 80),
+    175: (12288, 96),
+    405: (16384, 126),
+}
+
+
+@dataclass(frozen=True)
+class Link:
+    """A link TP's AllReduces run over: per-direction bandwidth and small-message latency."""
+
+    name: str
+    gbps: float  # per direction (the rate a ring's busbw is compared with)
+    latency_us: float  # one small AllReduce, end to end
+    source: str
+
+
+# Small-message AllReduce latencies measured with nccl-tests (public reports):
+NVLINK_LATENCY_US = 6.0  # 2x H100 NVLink, NVLS, 128 B: ~6 us (NVIDIA/nccl#1259)
+PCIE_LATENCY_US = (
+    42.0  # 8x RTX 4090 over PCIe, 8 B: 42 us (NVIDIA/nccl#1530; 54 us on 8x 3090, #1439)
+)
+NETWORK_LATENCY_US = 47.0  # 2 nodes x 8 H20, InfiniBand NDR, 4-512 B: ~47 us (NVIDIA/nccl#1244)
+NETWORK_GBPS = 50.0  # one 400 Gb/s NIC per GPU (NDR), per direction
+NETWORK_NOGPU_GBPS = 12.5  # 100 Gb Ethernet, for devices without a GPU link or PCIe card
+
+
+def tp_link(entry: dict[str, Any] | None, tp: int) -> Link | None:
+    """The link a TP group of ``tp`` devices of this catalog entry communicates over
+    (None at TP 1). See the module comment above for the model and the sources."""
+    if tp <= 1:
+        return None
+    entry = entry or {}
+    nv = entry.get("interconnect")
+    host = entry.get("host_link")
+    if tp > NODE_GPUS:
+        gpu_link = nv or host
+        bw = NETWORK_GBPS if gpu_link else NETWORK_NOGPU_GBPS
+        return Link(
+            f"network across nodes (TP {tp} > {NODE_GPUS} per node)",
+            bw,
+            NETWORK_LATENCY_US,
+            f"{bw:g} GB/s per direction ({'400 Gb/s NIC per GPU' if gpu_link else '100 GbE'}); "
+            f"{NETWORK_LATENCY_US:g} µs small-message AllReduce across 2 InfiniBand nodes "
+            "(NVIDIA/nccl#1244)",
+        )
+    if nv and nv.get("gbps_bidir"):
+        return Link(
+            f"{nv['name']} per direction",
+            float(nv["gbps_bidir"]) / 2,
+            NVLINK_LATENCY_US,
+            f"{nv['name']} {nv['gbps_bidir']:g} GB/s bidirectional / 2; {NVLINK_LATENCY_US:g} µs "
+            "small-message AllReduce (2x H100 NVLink, NVIDIA/nccl#1259)",
+        )
+    if host and host.get("gbps_bidir"):
+        return Link(
+            f"{host['name']} per direction (no NVLink)",
+            float(host["gbps_bidir"]) / 2,
+            PCIE_LATENCY_US,
+            f"{host['name']} {host['gbps_bidir']:g} GB/s bidirectional / 2; {PCIE_LATENCY_US:g} "
+            "µs small-message AllReduce over PCIe (8x RTX 4090, NVIDIA/nccl#1530)",
+        )
+    return Link(
+        "network (no GPU link on this device)",
+        NETWORK_NOGPU_GBPS,
+        NETWORK_LATENCY_US,
+        f"{NETWORK_NOGPU_GBPS:g} GB/s per direction (100 GbE); {NETWORK_LATENCY_US:g} µs "
+        "small-message AllReduce across nodes (NVIDIA/nccl#1244)",
+    )
+
+
+def geometry(params_b: float) -> tuple[int, int]:
+    """(d_model, layers) of the napkin model size closest to ``params_b`` (log scale)."""
+    import math
+
+    key = min(NAPKIN_GEOMETRY, key=lambda k: abs(math.log(k) - math.log(params_b)))
+    return NAPKIN_GEOMETRY[key]
+
+
+def tp_allreduce_ms(
+    params_b: float, tp: int, link: Link | None, batch: int = 1, bytes_per_el: float = 2
+) -> float:
+    """AllReduce time per decode step at TP ``tp``: 2 per layer, each latency + ring traffic
+    of the step's activations (batch x d_model x bytes) over the link (pure)."""
+    if tp <= 1 or link is None:
+        return 0.0
+    d_model, layers = geometry(params_b)
+    msg = F.tp_allreduce_bytes(batch, 1, d_model, bytes_per_el)
+    per = link.latency_us * 1e-6 + F.ring_traffic_bytes(msg, tp) / (link.gbps * GB)
+    return 2 * layers * per * 1e3
 
 
 @dataclass(frozen=True)
@@ -589,11 +717,15 @@ def precision(name: str) -> Precision:
     raise ValueError(f"unknown precision {name!r}; known: bf16, fp8, int8, int4")
 
 
-def min_tp_to_fit(weight_gb: float, memory_gb: float, max_tp: int = 64) -> int | None:
-    """Smallest power-of-two TP degree whose per-device weight share fits in memory."""
+def min_tp_to_fit(
+    weight_gb: float, memory_gb: float, max_tp: int = 64, headroom: float = 0.0
+) -> int | None:
+    """Smallest power-of-two TP degree whose per-device weight share fits in the memory
+    left after ``headroom`` (a fraction of memory kept for the KV cache and runtime)."""
+    usable = memory_gb * (1 - headroom)
     tp = 1
     while tp <= max_tp:
-        if weight_gb / tp <= memory_gb:
+        if weight_gb / tp <= usable:
             return tp
         tp *= 2
     return None
@@ -616,23 +748,41 @@ def decode_napkin(
     mem_bw_gbps: float,
     dense_tflops: float | None = None,
     sparse_tflops: float | None = None,
+    *,
+    kv_headroom: float = KV_HEADROOM,
+    entry: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """Every intermediate of §8's first question for one device, model and precision."""
+    """Every intermediate of §8's first question for one device, model and precision;
+    ``entry``: the catalog entry, for the link its TP AllReduces cross."""
+    if not 0 <= kv_headroom < 1:
+        raise ValueError(f"kv_headroom must be in [0, 1), got {kv_headroom}")
     wbytes = F.weight_bytes(params_b * 1e9, prec.bytes_per_param)
     weight_gb = wbytes / GB
-    tp = min_tp_to_fit(weight_gb, memory_gb)
-    step_s = F.decode_step_napkin_s(wbytes / (tp or 1), 0, mem_bw_gbps)
+    usable = memory_gb * (1 - kv_headroom)
+    tp = min_tp_to_fit(weight_gb, memory_gb, headroom=kv_headroom)
+    weights_s = F.decode_step_napkin_s(wbytes / (tp or 1), 0, mem_bw_gbps)
+    link = tp_link(entry, tp) if tp else None
+    ar_ms = tp_allreduce_ms(params_b, tp, link) if tp else 0.0
+    step_ms = weights_s * 1e3 + ar_ms if tp else None
     return {
         "params_b": params_b,
         "dtype": prec.name,
         "bytes_per_param": prec.bytes_per_param,
         "weight_gb": weight_gb,
         "memory_gb": memory_gb,
-        "fits": weight_gb <= memory_gb,
+        "kv_headroom": kv_headroom,
+        "usable_gb": usable,
+        "fits": weight_gb <= usable,
         "min_tp": tp,
         "mem_bw_gbps": mem_bw_gbps,
-        "step_ms": step_s * 1e3 if tp else None,
-        "tokens_per_s": 1 / step_s if tp else None,
+        "weights_ms": weights_s * 1e3 if tp else None,
+        "allreduce_ms": ar_ms if tp else None,
+        "link": link.name if link else None,
+        "link_gbps": link.gbps if link else None,
+        "link_latency_us": link.latency_us if link else None,
+        "link_source": link.source if link else None,
+        "step_ms": step_ms,
+        "tokens_per_s": 1e3 / step_ms if step_ms else None,
         "ridge_dense": F.ridge_point(dense_tflops, mem_bw_gbps) if dense_tflops else None,
         "ridge_sparse": F.ridge_point(sparse_tflops, mem_bw_gbps) if sparse_tflops else None,
         "dense_tflops": dense_tflops,
@@ -644,6 +794,7 @@ def decode_table_rows(
     entries: dict[str, dict[str, Any]],
     models_b: tuple[float, ...] = NAPKIN_MODELS_B,
     precisions: tuple[Precision, ...] = PRECISIONS,
+    kv_headroom: float = KV_HEADROOM,
 ) -> list[dict[str, Any]]:
     """One row per catalog device x model size x weight precision (pure)."""
     rows = []
@@ -651,17 +802,16 @@ def decode_table_rows(
         for prec in precisions:
             dense, sparse = compute_peak(e, prec), compute_peak(e, prec, sparse=True)
             for b in models_b:
-                r = decode_napkin(b, prec, e["memory_gb"], e["mem_bw_gbps"], dense, sparse)
+                r = decode_napkin(
+                    b, prec, e["memory_gb"], e["mem_bw_gbps"], dense, sparse,
+                    kv_headroom=kv_headroom, entry=e,
+                )  # fmt: skip
                 note = [prec.note]
                 if r["min_tp"] and r["min_tp"] > 1:
                     note.append(
-                        f"needs TP={r['min_tp']}: step at weights / (TP x bandwidth), "
-                        "AllReduce time (§6) not included"
+                        f"needs TP={r['min_tp']}: weights / (TP x bandwidth) + "
+                        f"{r['allreduce_ms']:.3g} ms of AllReduce per step over {r['link']}"
                     )
-                    if not e.get("interconnect"):
-                        note.append(
-                            "no GPU interconnect on this device: TP would cross PCIe or the network"
-                        )
                 elif not r["min_tp"]:
                     note.append("does not fit even at TP=64")
                 rows.append(
@@ -676,25 +826,33 @@ def decode_table_rows(
     return rows
 
 
-def writeup_decode_check(entries: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
+def writeup_decode_check(
+    entries: dict[str, dict[str, Any]], kv_headroom: float = KV_HEADROOM
+) -> list[dict[str, Any]]:
     """The writeup's decode-related claims (§4, §5, §7) against the napkin and the catalog."""
     from hwlab.catalog import peak_tflops
 
-    def step_ms(key: str, params_b: float, prec: str = "bf16") -> float:
+    def nap(key: str, params_b: float, prec: str = "bf16") -> dict[str, Any]:
         e = entries[key]
-        return decode_napkin(params_b, precision(prec), e["memory_gb"], e["mem_bw_gbps"])["step_ms"]
+        return decode_napkin(params_b, precision(prec), e["memory_gb"], e["mem_bw_gbps"],
+                             kv_headroom=kv_headroom, entry=e)  # fmt: skip
+
+    def step_ms(key: str, params_b: float, prec: str = "bf16") -> float:
+        return nap(key, params_b, prec)["step_ms"]
 
     h100, b200, m3 = entries["h100_sxm"], entries["b200"], entries["m3_ultra"]
     agx = entries["jetson_agx_orin_64gb"]
     m3_bf16, m3_int4 = 1e3 / step_ms("m3_ultra", 70), 1e3 / step_ms("m3_ultra", 70, "int4")
     b200_speedup = step_ms("h100_sxm", 3) / step_ms("b200", 3)
     fp16_ratio = peak_tflops(h100, "fp16", sparse=True) / peak_tflops(agx, "fp16", sparse=True)
+    a100_70, m3_70 = nap("a100_80gb", 70), nap("m3_ultra", 70)
+    room = f"{100 * kv_headroom:.0f}% of memory kept for KV cache and runtime"
     rows = [
         {
             "claim": "§5: 3B bf16 on H100, 6 GB / 3.35 TB/s ≈ 1.79 ms",
             "napkin": f"{step_ms('h100_sxm', 3):.3g} ms",
-            "follows": True,
-            "explanation": "",
+            "follows": abs(step_ms("h100_sxm", 3) - 1.79) < 0.01,
+            "explanation": "weights / bandwidth at batch 1",
         },
         {
             "claim": "§4: B200 decode ~2.4x faster than H100",
@@ -705,10 +863,10 @@ def writeup_decode_check(entries: dict[str, dict[str, Any]]) -> list[dict[str, A
         },
         {
             "claim": "§7: 70B bf16 (140 GB) won't fit on A100 80GB, fits on M3 Ultra",
-            "napkin": f"A100 fits: {entries['a100_80gb']['memory_gb'] >= 140}, "
-            f"M3 Ultra fits: {m3['memory_gb'] >= 140}",
-            "follows": entries["a100_80gb"]["memory_gb"] < 140 and m3["memory_gb"] >= 140,
-            "explanation": "weights alone against memory",
+            "napkin": f"A100 fits: {a100_70['fits']} (usable {a100_70['usable_gb']:.3g} GB), "
+            f"M3 Ultra fits: {m3_70['fits']} (usable {m3_70['usable_gb']:.3g} GB)",
+            "follows": not a100_70["fits"] and m3_70["fits"],
+            "explanation": f"weights against memory less {room}",
         },
         {
             "claim": "§7: M3 Ultra runs 70B bf16 at ~30 tok/s",
@@ -731,19 +889,39 @@ def writeup_decode_check(entries: dict[str, dict[str, Any]]) -> list[dict[str, A
     return rows
 
 
-def decode_markdown(rows: list[dict[str, Any]], checks: list[dict[str, Any]] | None = None) -> str:
+def decode_markdown(
+    rows: list[dict[str, Any]],
+    checks: list[dict[str, Any]] | None = None,
+    kv_headroom: float = KV_HEADROOM,
+) -> str:
     import pandas as pd
+
+    from hwlab.io import markdown as md_table
 
     df = pd.DataFrame(rows)
     lines = [
         "### §4, §5, §7, §8 — Decode napkin: every catalog device x model x precision",
         "",
-        "Decode step lower bound at batch 1 = weight bytes / (TP x memory bandwidth); "
-        "tokens/s upper bound = 1 / step. 'fits' counts the weights alone against memory "
-        "(the KV cache and activations need room on top); min TP is the smallest power of "
-        "two that fits, and the step is priced at that TP without its AllReduces (§6).",
+        "Decode step lower bound at batch 1 = weight bytes / (TP x memory bandwidth) + the TP "
+        "AllReduces (2 per layer, each its link's small-message latency + ring traffic / link "
+        "bandwidth); tokens/s upper bound = 1 / step. 'Fits' means the weights fit in the "
+        f"memory left after {100 * kv_headroom:.0f}% is kept for the KV cache, activations "
+        "and the runtime (`napkin.kv_headroom`); min TP is the smallest power of two that "
+        "fits. TP's link: NVLink where the device has it (inside a node, up to 8), PCIe for "
+        "cards without NVLink, a network across nodes beyond 8 devices or for devices with no "
+        "GPU link (the link column and notes name the latency and bandwidth used, with "
+        "their sources).",
         "",
     ]
+    if checks:
+        view = pd.DataFrame(checks)
+        view["follows"] = view["follows"].map({True: "yes", False: "**NO**"})
+        lines += [
+            "#### The writeup's decode claims against the napkin",
+            "",
+            md_table(view[["claim", "napkin", "follows", "explanation"]]),
+            "",
+        ]
     for prec in df["dtype"].unique():
         d = df[df["dtype"] == prec]
         wide = d.pivot_table(index=["device"], columns="model", values="step_ms", sort=False)
@@ -754,14 +932,23 @@ def decode_markdown(rows: list[dict[str, Any]], checks: list[dict[str, Any]] | N
             for m in wide.columns:
                 ms, t = wide.loc[dev, m], tp.loc[dev, m]
                 cells.loc[dev, m] = (
-                    "—" if pd.isna(ms) else f"{ms:.3g}" + (f" (TP{int(t)})" if t and t > 1 else "")
+                    "—" if pd.isna(ms) else _g3(ms) + (f" (TP{int(t)})" if t and t > 1 else "")
                 )
         lines += [
-            f"#### {prec}: decode step (ms) at batch 1",
+            f"#### {prec}: decode step (ms) at batch 1, TP AllReduces included",
             "",
-            cells.reset_index().to_markdown(index=False),
+            md_table(cells.reset_index()),
             "",
         ]
+    links = df[df["link"].notna()].drop_duplicates(["link", "link_source"])
+    if not links.empty:
+        lines += ["#### TP links (AllReduce latency and per-direction bandwidth used)", ""]
+        lines += [
+            f"- {r['link']}: {r['link_latency_us']:g} µs, {r['link_gbps']:g} GB/s — "
+            f"{r['link_source']}"
+            for _, r in links.iterrows()
+        ]
+        lines.append("")
     ridge = df.drop_duplicates(["device", "dtype"])[
         [
             "device",
@@ -777,7 +964,7 @@ def decode_markdown(rows: list[dict[str, Any]], checks: list[dict[str, Any]] | N
     lines += [
         "#### Ridge points (FLOP/byte) = peak / memory bandwidth",
         "",
-        ridge.to_markdown(index=False, floatfmt=".4g", missingval="—"),
+        md_table(ridge),
         "",
     ]
     return "\n".join(lines) + "\n"
@@ -788,7 +975,8 @@ def decode_steps(r: dict[str, Any], device: str) -> list[str]:
     steps = [
         f"weights: {r['params_b']:g}B params x {r['bytes_per_param']:g} bytes "
         f"({r['dtype']}) = {r['weight_gb']:.3g} GB",
-        f"memory on {device}: {r['memory_gb']:g} GB -> "
+        f"memory on {device}: {r['memory_gb']:g} GB, {100 * r['kv_headroom']:.0f}% kept for the KV "
+        f"cache and runtime -> {r['usable_gb']:.3g} GB for weights -> "
         + (
             "fits on one device"
             if r["fits"]
@@ -798,11 +986,17 @@ def decode_steps(r: dict[str, Any], device: str) -> list[str]:
     if r["step_ms"] is not None:
         tp = r["min_tp"]
         per = f"{r['weight_gb']:.3g} GB" + (f" / TP {tp}" if tp > 1 else "")
-        steps.append(
+        line = (
             f"decode step lower bound at batch 1: {per} / {r['mem_bw_gbps']:g} GB/s = "
-            f"{r['step_ms']:.3g} ms -> at most {r['tokens_per_s']:.4g} tokens/s"
-            + (" (AllReduces not included, see `hwlab napkin tp`)" if tp > 1 else "")
+            f"{_g3(r['weights_ms'])} ms"
         )
+        if tp > 1:
+            line += (
+                f" + {_g3(r['allreduce_ms'])} ms of TP AllReduces ({r['link']}: "
+                f"{r['link_latency_us']:g} µs each, {r['link_gbps']:g} GB/s) = "
+                f"{_g3(r['step_ms'])} ms"
+            )
+        steps.append(line + f" -> at most {r['tokens_per_s']:.4g} tokens/s")
     if r["ridge_dense"] or r["ridge_sparse"]:
         parts = []
         if r["ridge_dense"]:
@@ -813,7 +1007,9 @@ def decode_steps(r: dict[str, Any], device: str) -> list[str]:
     return steps
 
 
-def write_napkin_decode(csv: str, md: str, *, catalog_path: str) -> None:
+def write_napkin_decode(
+    csv: str, md: str, *, catalog_path: str, kv_headroom: float = KV_HEADROOM
+) -> None:
     """Snakemake entry: tables/napkin_decode.{csv,md} from the hardware catalog."""
     import pandas as pd
 
@@ -821,6 +1017,6 @@ def write_napkin_decode(csv: str, md: str, *, catalog_path: str) -> None:
     from hwlab.io import write_table, write_text
 
     entries = cat.load(catalog_path)
-    rows = decode_table_rows(entries)
+    rows = decode_table_rows(entries, kv_headroom=kv_headroom)
     write_table(pd.DataFrame(rows), csv)
-    write_text(md, decode_markdown(rows, writeup_decode_check(entries)))
+    write_text(md, decode_markdown(rows, writeup_decode_check(entries, kv_headroom), kv_headroom))

@@ -4,6 +4,9 @@ Method:
 - A report (``.ncu-rep``) is read with ``ncu_report.load_report`` -> ranges -> actions (one
   action per profiled kernel launch) -> ``metric_by_name``; no CSV export is scraped. The
   reader needs no GPU, so tables can be rebuilt anywhere from a report made on a GPU host.
+  ``ncu_report`` is the installed module (pip ``ncu-report``) or, failing that, the one
+  Nsight Compute ships in ``extras/python`` beside the ``ncu`` binary
+  (:func:`import_ncu_report`): a GPU host with Nsight Compute needs no wheel.
 - Which metrics, under which names, in which units: ``config/ncu_metrics.yaml`` (data, not
   code). For each lab metric the first candidate name the report has wins (names drift
   across ncu versions and architectures: ``gpu__dram_throughput`` vs ``dram__throughput``);
@@ -18,6 +21,10 @@ Method:
 
 from __future__ import annotations
 
+import glob
+import importlib
+import shutil
+import sys
 from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -27,6 +34,69 @@ from typing import Any
 from hwlab import formulas as F
 
 DEFAULT_METRICS = Path(__file__).resolve().parent.parent / "config" / "ncu_metrics.yaml"
+# where Nsight Compute installs keep their Python report interface (newest version first)
+NCU_REPORT_DIRS = (
+    "/opt/nvidia/nsight-compute/*/extras/python",
+    "/usr/local/cuda*/nsight-compute*/extras/python",
+    "/usr/lib/nsight-compute/extras/python",
+)
+
+
+class NcuReportMissing(ImportError, ValueError):
+    """Neither an installed ``ncu_report`` nor Nsight Compute's ``extras/python`` imports."""
+
+
+def _version_key(path: str) -> tuple[int, ...]:
+    import re
+
+    return tuple(int(n) for n in re.findall(r"\d+", path))
+
+
+def ncu_report_dirs(ncu: str | None = None, dirs: Sequence[str] | None = None) -> list[Path]:
+    """Candidate ``extras/python`` folders: beside ``ncu`` (or the ncu on the PATH; links
+    resolved), then the usual install locations (``dirs``), newest version first."""
+    dirs = NCU_REPORT_DIRS if dirs is None else dirs
+    out: list[Path] = []
+    for binary in filter(None, [ncu, shutil.which("ncu")]):
+        for base in {Path(binary).parent, Path(binary).resolve().parent}:
+            out.append(base / "extras" / "python")
+    for pattern in dirs:
+        matches = glob.glob(pattern) if glob.has_magic(pattern) else [pattern]
+        out += [Path(m) for m in sorted(matches, key=_version_key, reverse=True)]
+    return list(dict.fromkeys(out))
+
+
+def import_ncu_report(ncu: str | None = None, dirs: Sequence[str] | None = None):
+    """The ``ncu_report`` module: installed, else Nsight Compute's own (see
+    :func:`ncu_report_dirs`); :class:`NcuReportMissing` saying where it looked if neither."""
+    try:
+        import ncu_report
+
+        return ncu_report
+    except ImportError as e:
+        first = f"{type(e).__name__}: {e}"
+    tried = []
+    for d in ncu_report_dirs(ncu, dirs):
+        if not ((d / "ncu_report.py").is_file() or (d / "ncu_report" / "__init__.py").is_file()):
+            continue
+        sys.modules.pop("ncu_report", None)
+        sys.path.insert(0, str(d))
+        try:
+            mod = importlib.import_module("ncu_report")
+        except ImportError as e:
+            sys.path.remove(str(d))
+            tried.append(f"{d} ({type(e).__name__}: {e})")
+            continue
+        return mod
+    dirs = NCU_REPORT_DIRS if dirs is None else dirs
+    looked = ", ".join(tried) or "no extras/python folder found in " + ", ".join(
+        [*(str(p) for p in ncu_report_dirs(ncu, ())), *dirs]
+    )
+    raise NcuReportMissing(
+        f"cannot import ncu_report ({first}); Nsight Compute's extras/python: {looked}. "
+        "Install it (pip install ncu-report) or put <Nsight Compute>/extras/python on PYTHONPATH"
+    )
+
 
 TIDY_COLUMNS = [
     "batch",
@@ -246,8 +316,7 @@ def read_string(action: Any, names: Iterable[str]) -> str | None:
 
 def load_report(path: str | Path):
     """``ncu_report.load_report`` with errors that say what is wrong with the file."""
-    import ncu_report
-
+    ncu_report = import_ncu_report()
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"{path}: no such Nsight Compute report")
@@ -263,8 +332,7 @@ def load_report(path: str | Path):
 
 def read_report(path: str | Path, mapping: Mapping | None = None) -> list[Launch]:
     """Every launch of a report with the mapping's metrics (see the module docstring)."""
-    import ncu_report
-
+    ncu_report = import_ncu_report()
     mapping = mapping or load_mapping()
     ctx = load_report(path)
     launches = []
@@ -476,6 +544,15 @@ def lab1b_rows(summaries: Sequence[BatchSummary], mapping: Mapping) -> list[dict
     return rows
 
 
+def captured_cell(s: BatchSummary) -> str:
+    """Every kernel a batch's capture holds, with its launches (the table's first)."""
+    if s.status != "ok":
+        return "—"
+    return ", ".join(
+        [f"{s.kernel} ×{s.launches}", *(f"{k} ×{n}" for k, n in s.other_kernels.items())]
+    )
+
+
 def _cell(value: float | None, unit: str, fmt: str) -> str:
     if value is None:
         return "—"
@@ -495,7 +572,9 @@ def lab1b_markdown(
     if not ok:
         lines.append("No batch was captured on this run:")
         lines.append("")
-        lines += [f"- batch {s.batch}: {s.status}: {s.reason}" for s in summaries]
+        from hwlab.io import group_reasons
+
+        lines += [f"- {g}" for g in group_reasons((s.batch, s.status, s.reason) for s in summaries)]
         if not summaries:
             lines.append("- no batch is configured (ncu.batches is empty)")
         return "\n".join(lines) + "\n"
@@ -511,6 +590,9 @@ def lab1b_markdown(
     lines.append("|" + "---|" * len(head))
     kernel_cells = [s.kernel if s.status == "ok" else s.status for s in summaries]
     lines.append("| Kernel | " + " | ".join(kernel_cells) + " |  |")
+    lines.append(
+        "| Kernels captured | " + " | ".join(captured_cell(s) for s in summaries) + " |  |"
+    )
     for r in rows:
         cells = [_cell(r[f"b{s.batch}"], r["unit"], fmts[r["metric"]]) for s in summaries]
         mult = "—" if r["multiplier"] is None else f"{r['multiplier']:.3g}×"
@@ -572,7 +654,7 @@ def load_capture(record_path: str | Path, mapping: Mapping) -> Capture:
         return Capture(rec, [], "failed", f"{record_path} says ok but names no report")
     try:
         return Capture(rec, read_report(path, mapping), "ok", None)
-    except (FileNotFoundError, ValueError) as e:
+    except (FileNotFoundError, ValueError, ImportError) as e:
         return Capture(rec, [], "failed", f"report unreadable: {e}")
 
 

@@ -16,9 +16,15 @@ Method:
   (``ERR_NVGPUCTRPERM``: no permission for the GPU's performance counters, or an
   unsupported device) -> ``skipped`` with ncu's own message. Anything else (the target
   failed, no kernel matched the filter) -> ``failed`` with ncu's messages. If ncu rejects
-  an explicit metric name, the capture is retried once with the sections alone. The job
-  writes its record in every case, so the run completes; the report is written to a
-  temporary name and moved into place only when it holds launches.
+  an explicit metric name, the capture is retried once with the sections alone; if it
+  refuses the clock control (an error naming the clocks), once with ``--clock-control
+  none`` (``clock_control`` is then what ran, ``clock_control_requested`` what was asked,
+  ``clock_control_fallback`` why). The job writes its record in every case, so the run
+  completes; the report is written to a temporary name and moved into place only when it
+  holds launches. The report is read back with ``ncu_report``
+  (:func:`hwlab.ncu.import_ncu_report`: installed, else Nsight Compute's extras/python);
+  if neither imports, the record is ``failed`` with that reason and the report is kept
+  beside it (``report_unread``) for a host that can read it.
 """
 
 from __future__ import annotations
@@ -172,15 +178,31 @@ def metric_rejected(output: str) -> bool:
     return any("metric" in m.lower() for m in ncu_messages(output) if m.startswith("==ERROR=="))
 
 
-# ---- one capture -------------------------------------------------------------------------
-def _count_launches(report: Path) -> tuple[int, dict[str, int]]:
-    from hwlab.ncu import read_report
+def clock_refused(output: str) -> bool:
+    """ncu refused the requested clock control (an error naming the clocks): retry with
+    ``--clock-control none``, which leaves the clocks alone."""
+    return any("clock" in m.lower() for m in ncu_messages(output) if m.startswith("==ERROR=="))
 
+
+def clock_messages(output: str) -> list[str]:
+    """ncu's messages about the clocks (e.g. a warning that it could not lock them)."""
+    return [_strip(m) for m in ncu_messages(output) if "clock" in m.lower()]
+
+
+# ---- one capture -------------------------------------------------------------------------
+def _count_launches(report: Path, ncu: str | None = None) -> tuple[int, dict[str, int], str | None]:
+    """(launches, kernel -> launches, why the report could not be read: ncu_report missing)."""
+    from hwlab.ncu import NcuReportMissing, import_ncu_report, read_report
+
+    try:
+        import_ncu_report(ncu)
+    except NcuReportMissing as e:
+        return 0, {}, str(e)
     try:
         launches = read_report(report)
     except (FileNotFoundError, ValueError):
-        return 0, {}
-    return len(launches), dict(Counter(la.kernel for la in launches))
+        return 0, {}, None
+    return len(launches), dict(Counter(la.kernel for la in launches)), None
 
 
 def _run(cmd: list[str], env: dict[str, str]) -> tuple[int | None, str]:
@@ -224,6 +246,7 @@ def capture(
 
     start = time.time()
     out_json = Path(out_json)
+    out_json.parent.mkdir(parents=True, exist_ok=True)
     report = out_json.with_suffix(".ncu-rep")
     partial = out_json.with_name(f".{out_json.stem}.partial.ncu-rep")
     for stale in (report, partial):  # never leave an old report beside a new record
@@ -261,7 +284,10 @@ def capture(
     }
     metrics = mapping.requested()
     base["ncu_version"] = ncu_version(ncu)
+    base["clock_control_requested"] = clock_control
+    clock = clock_control
     attempts = []
+    unread = None
     while True:
         cmd = ncu_command(
             ncu,
@@ -269,28 +295,40 @@ def capture(
             target=target,
             kernel_regex=kernel_regex,
             launch_count=launch_count,
-            clock_control=clock_control,
+            clock_control=clock,
             cache_control=cache_control,
             sections=mapping.sections,
             metrics=metrics,
         )
         rc, output = _run(cmd, env)
-        n, kernels = _count_launches(partial) if partial.exists() else (0, {})
+        n, kernels, unread = _count_launches(partial, ncu) if partial.exists() else (0, {}, None)
         status, why = outcome(rc, output, n)
         attempts.append({"command": cmd, "returncode": rc, "messages": ncu_messages(output)})
+        if unread:
+            break
         if status != OK and metrics and metric_rejected(output):
             base["metrics_dropped"] = {"metrics": metrics, "because": why}
             metrics = []
             continue
+        if status != OK and clock != "none" and clock_refused(output):
+            base["clock_control_fallback"] = {"from": clock, "to": "none", "because": why}
+            clock = "none"
+            continue
         break
     base.update(
+        clock_control=clock,
+        clock_messages=clock_messages(output),
         command=cmd,
         returncode=rc,
         ncu_messages=ncu_messages(output),
         output_tail=output.strip().splitlines()[-OUTPUT_TAIL_LINES:],
         attempts=attempts,
     )
-    if status == OK:
+    if unread:
+        status, why = FAILED, f"ncu wrote a report but it cannot be read here: {unread}"
+        os.replace(partial, report)
+        base.update(report_unread=report.name)
+    elif status == OK:
         os.replace(partial, report)
         base.update(report=report.name, launches=n, kernels=kernels)
     else:
@@ -325,6 +363,7 @@ def capture_decode(
     clock_control: str,
     cache_control: str,
     ncu_path: str = "auto",
+    sdpa_backend: str = "flash",
 ) -> dict[str, Any]:
     """Lab 1b: decode steps of the run's model at ``batch`` under ncu (attention kernels)."""
     fields = {
@@ -332,6 +371,7 @@ def capture_decode(
         "batch": batch,
         "model": model,
         "dtype": dtype,
+        "sdpa_backend": sdpa_backend,
         "prompt_len": prompt_len,
         "warmup_steps": warmup_steps,
         "decode_steps": decode_steps,
@@ -353,6 +393,7 @@ def capture_decode(
             "--decode-steps", str(decode_steps),
             "--dtype", dtype,
             "--seed", str(seed),
+            "--sdpa-backend", sdpa_backend,
         ]  # fmt: skip
     return capture(
         out_json,

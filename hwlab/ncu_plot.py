@@ -39,6 +39,11 @@ def plot_lab1b(
 
     lab = lab.set_index("metric")
     cols = batch_columns(lab.reset_index())
+    has_overlay = overlay is not None and bool(batch_columns(overlay))
+    if not cols and has_overlay:
+        # this run captured nothing: still show the other run's data, and say why not ours
+        o = overlay.set_index("metric")
+        return _plot_overlay_only(o, png, svg, reasons or [], overlay_label or "compare")
     if not cols:
         fig, axes = figures.new(1, 1, width=8, height=0.6 + 0.25 * len(reasons or []))
         axes[0][0].axis("off")
@@ -109,6 +114,34 @@ def plot_lab1b(
         right.set_xscale("log")
         right.invert_yaxis()
         right.set_title(f"batch {cols[-1][1:]} / batch {cols[0][1:]}")
+    figures.save(fig, png, svg)
+
+
+def _plot_overlay_only(o: pd.DataFrame, png: str, svg: str, reasons: list[str], label: str):
+    """Lab 1b of another run alone (this run has no capture), with this run's reasons."""
+    from hwlab import figures
+
+    cols = batch_columns(o.reset_index())
+    metrics = [m for m in PCT_METRICS if m in o.index]
+    fig, axes = figures.new(1, 1, width=7.0)
+    ax = axes[0][0]
+    y = np.arange(len(metrics))
+    h = 0.8 / max(len(cols), 1)
+    for i, c in enumerate(cols):
+        vals = [o.loc[m, c] for m in metrics]
+        ax.barh(y + i * h, vals, height=h, label=f"{label} batch {c[1:]}", hatch="//", alpha=0.6)
+    ax.set_yticks(y + 0.4 - h / 2, [o.loc[m, "label"] for m in metrics], fontsize=7)
+    ax.set_xscale("log")
+    ax.set_xlabel("% (log scale)")
+    ax.invert_yaxis()
+    ax.legend(fontsize=7)
+    import textwrap
+
+    why = "\n".join(textwrap.wrap("; ".join(reasons), 110)) if reasons else ""
+    ax.set_title(
+        f"Speed-of-Light: {label} only — this run captured nothing" + (f"\n{why}" if why else ""),
+        fontsize=7,
+    )
     figures.save(fig, png, svg)
 
 

@@ -6,7 +6,8 @@ stay out of the report.
 - decode: build the run's model (:func:`hwlab.model.load` from the model rule's manifest),
   prefill a random prompt of ``prompt_len`` tokens at ``batch``, run ``warmup_steps``
   decode steps, then bracket ``decode_steps`` decode steps with profiler start/stop
-  (the writeup's Lab 1b: decode steps under cudaProfilerStart).
+  (the writeup's Lab 1b: decode steps under cudaProfilerStart), all under the decode
+  stage's attention backend (``--sdpa-backend``, :func:`hwlab.decode.sdpa_context`).
 - gemm: the Lab 2 op (:func:`hwlab.gemm.make_op`) at (M, N, K, dtype), called a few times
   to warm cuBLAS (heuristics, workspace), then one call under profiler start/stop.
 Runs on a CUDA GPU only; the capture job decides beforehand whether to run it at all.
@@ -30,6 +31,7 @@ def run_decode(
     decode_steps: int,
     dtype: str,
     seed: int,
+    sdpa_backend: str = "flash",
 ) -> None:
     import torch
 
@@ -37,7 +39,7 @@ def run_decode(
 
     m = model.load(manifest, dtype=dtype, device=device, seed=seed)
     ids = decode.random_prompt(batch, prompt_len, m.config.vocab_size, seed, device)
-    with torch.inference_mode():
+    with torch.inference_mode(), decode.sdpa_context(sdpa_backend):
         cache, next_ids = decode.prefill(m, ids)
         for _ in range(warmup_steps):
             next_ids = decode.decode_step(m, cache, next_ids)
@@ -53,10 +55,10 @@ def run_gemm(*, device: str, m: int, n: int, k: int, dtype: str, seed: int) -> N
     import torch
 
     from hwlab.device import Device
-    from hwlab.gemm import make_op
+    from hwlab.gemm import launch_refusal, make_op
 
     dev = Device("cuda", torch.device(device).index or 0)
-    reason = dev.dtype_skip_reason(dtype)
+    reason = dev.dtype_skip_reason(dtype) or launch_refusal("cuda", dtype, m, n, k)
     if reason:
         raise SystemExit(f"hwlab.ncu_target: {reason}")
     fn = make_op(dev, dtype, m, n, k, seed)
@@ -81,6 +83,7 @@ def main(argv: list[str] | None = None) -> int:
     d.add_argument("--decode-steps", type=int, required=True)
     d.add_argument("--dtype", required=True)
     d.add_argument("--seed", type=int, default=0)
+    d.add_argument("--sdpa-backend", default="flash")
     g = sub.add_parser("gemm")
     g.add_argument("--device", default="cuda:0")
     g.add_argument("--M", type=int, required=True)
@@ -99,6 +102,7 @@ def main(argv: list[str] | None = None) -> int:
             decode_steps=a.decode_steps,
             dtype=a.dtype,
             seed=a.seed,
+            sdpa_backend=a.sdpa_backend,
         )
     else:
         run_gemm(device=a.device, m=a.M, n=a.N, k=a.K, dtype=a.dtype, seed=a.seed)

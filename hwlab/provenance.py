@@ -42,8 +42,9 @@ def collect(
     config_digest: str,
     snakemake_version: str | None,
 ) -> dict[str, Any]:
-    import torch
-
+    """What ran where. Light: the torch, CUDA and cuDNN versions come from the package
+    metadata and device.json (the device rule imported torch), so this job never loads
+    torch or starts CUDA."""
     return {
         "device": {
             "kind": device["kind"],
@@ -53,13 +54,13 @@ def collect(
             "gpu_count": device.get("gpu_count"),
             "capability": device.get("capability"),
             "driver_version": device.get("driver_version"),
-            "cuda_version": torch.version.cuda,
-            "cudnn_version": torch.backends.cudnn.version() if torch.cuda.is_available() else None,
+            "cuda_version": device.get("torch_cuda"),
+            "cudnn_version": device.get("cudnn_version"),
             "catalog_key": device.get("catalog_key"),
         },
         "software": {
             "python": platform.python_version(),
-            "torch": torch.__version__,
+            "torch": _version("torch"),
             "transformers": _version("transformers"),
             "snakemake": snakemake_version or _version("snakemake"),
             "hwlab": _version("hwlab"),

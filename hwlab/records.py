@@ -105,6 +105,8 @@ SCHEMAS: dict[str, dict[str, Any]] = {
         dtype=_STR,
         rows={"type": "array", "items": {"type": "object"}},
     ),
+    "hierarchy_memory": _status(device_kind={"enum": ["cpu", "cuda"]}),
+    "hierarchy_link": _status(device_kind={"enum": ["cpu", "cuda"]}),
     "peaks": {
         "type": "object",
         "required": ["device", "measured"],
@@ -146,6 +148,8 @@ PATTERNS: list[tuple[str, re.Pattern]] = [
         "allreduce",
         re.compile(r"allreduce/(?P<backend_requested>[a-z]+)-w(?P<world_size>\d+)\.json$"),
     ),
+    ("hierarchy_memory", re.compile(r"hierarchy/memory\.json$")),
+    ("hierarchy_link", re.compile(r"hierarchy/link\.json$")),
     ("peaks", re.compile(r"(^|/)peaks\.json$")),
     ("device", re.compile(r"(^|/)device\.json$")),
     ("hardware", re.compile(r"(^|/)hardware\.json$")),

@@ -3,6 +3,14 @@
 Each point's record holds its own time and derived numbers (:mod:`hwlab.gemm`); this step
 adds the percentages of the ceilings (:func:`hwlab.peaks.ceilings`: the spec where the
 catalog knows the device, else the run's measured peaks) and draws both sets of ceilings.
+
+Spread: every point carries its repeats' range into the table. ``*_lo`` / ``*_hi`` are the
+quantity at the slowest / fastest repeat (``time_max_us`` / ``time_min_us``); percentages of
+a measured ceiling also take the ceiling's own range (lo = point lo / ceiling hi, hi = point
+hi / ceiling lo), so a verdict never reads more precision than the data has. ``rel_spread``
+is (max - min) / median of the repeats, ``n_repeats`` their count; ``target_spread`` /
+``target_reached`` are copied when the sweep recorded them (adaptive repetition). Points
+without a recorded spread (a reference run) have lo = hi = the value.
 """
 
 from __future__ import annotations
@@ -27,22 +35,80 @@ COLUMNS = [
     "reason",
     "gpu_time_us",
     "wall_time_us",
+    "dispatch_us",
+    "dispatch_ratio",
+    "dispatch_bound",
+    "timing_mode",
+    "time_min_us",
+    "time_max_us",
     "rel_spread",
+    "rel_ci",
+    "n_repeats",
+    "target_spread",
+    "target_reached",
     "tflops",
+    "tflops_lo",
+    "tflops_hi",
     "pct_dense_peak",
     "pct_measured_peak",
+    "pct_dense_lo",
+    "pct_dense_hi",
     "eff_gbps",
+    "eff_gbps_lo",
+    "eff_gbps_hi",
     "pct_mem_peak",
+    "pct_mem_lo",
+    "pct_mem_hi",
     "ai",
     "peak_basis",
 ]
 
 
 def timer_label(device_kind: str) -> str:
-    """What the ``gpu_time_us`` column really is on this device."""
+    """What the device-time column really is on this device."""
     if device_kind == "cuda":
         return "GPU time (µs, CUDA events)"
     return "Device time (µs, perf_counter_ns; CPU: same clock as wall)"
+
+
+def dispatch_note(df: pd.DataFrame, device_kind: str) -> str:
+    """What the dispatch columns mean here, and which points are dispatch-bound."""
+    from hwlab.gemm import DISPATCH_BOUND_RATIO
+
+    if device_kind != "cuda":
+        return (
+            "Dispatch (µs/call) = host time issuing each call; on a CPU it is the call "
+            "itself (one clock), so dispatch-bound is not applicable (—)."
+        )
+    flagged = df[df["dispatch_bound"].astype("boolean").fillna(False)]
+    text = (
+        "Dispatch (µs/call) = host time issuing each call (no synchronize). A warm "
+        f"`loop` point is dispatch-bound when it is >= {DISPATCH_BOUND_RATIO:g} x its GPU "
+        "time: the GPU waited for Python between calls, so its time is the host's "
+        "(gemm.timing: graph removes the per-call launch)"
+    )
+    if flagged.empty:
+        return text + "; none here."
+    pts = ", ".join(f"{r.dtype} {r.l2} M={r.M}" for r in flagged.itertuples())
+    return text + f"; dispatch-bound here: {pts}."
+
+
+def point_range(value: Any, t_med: Any, t_min: Any, t_max: Any) -> tuple[Any, Any]:
+    """(lo, hi) of a rate (TFLOP/s, GB/s) measured as ``value`` at median time ``t_med``:
+    its value at the slowest and at the fastest repeat; (value, value) without a spread."""
+    try:
+        v, tm, t0, t1 = (float(x) for x in (value, t_med, t_min, t_max))
+    except (TypeError, ValueError):
+        return value, value
+    if not all(x == x and x > 0 for x in (v, tm, t0, t1)):
+        return value, value
+    return v * tm / t1, v * tm / t0
+
+
+def pct_range(lo: Any, hi: Any, peak_range: tuple[Any, Any]) -> tuple[Any, Any]:
+    """(lo, hi) % of a ceiling that has its own (lo, hi) range."""
+    plo, phi = peak_range
+    return F.pct(lo, phi), F.pct(hi, plo)
 
 
 def sweep_best(records: Iterable[dict[str, Any]]) -> dict[str, float]:
@@ -54,21 +120,57 @@ def sweep_best(records: Iterable[dict[str, Any]]) -> dict[str, float]:
     return best
 
 
-def run_ceilings(peaks: dict[str, Any], best: dict[str, float], dtype: str) -> dict[str, Any]:
-    return ceilings(peaks, peaks.get("spec"), dtype, best.get(dtype))
+def sweep_best_ranges(records: Iterable[dict[str, Any]]) -> dict[str, tuple[Any, Any]]:
+    """(lo, hi) TFLOP/s of the best point per dtype."""
+    best: dict[str, dict[str, Any]] = {}
+    for r in records:
+        if r.get("status") == "ok" and r["tflops"] > best.get(r["dtype"], {}).get("tflops", 0):
+            best[r["dtype"]] = r
+    return {
+        dt: point_range(r["tflops"], r.get("gpu_time_us"), r.get("time_min_us"),
+                        r.get("time_max_us"))
+        for dt, r in best.items()
+    }  # fmt: skip
+
+
+def run_ceilings(
+    peaks: dict[str, Any],
+    best: dict[str, float],
+    dtype: str,
+    best_range: dict[str, tuple[Any, Any]] | None = None,
+) -> dict[str, Any]:
+    return ceilings(peaks, peaks.get("spec"), dtype, best.get(dtype), (best_range or {}).get(dtype))
 
 
 def build_table(records: Iterable[dict[str, Any]], peaks: dict[str, Any]) -> pd.DataFrame:
     records = list(records)
     best = sweep_best(records)
+    best_range = sweep_best_ranges(records)
     rows = []
     for r in records:
-        c = run_ceilings(peaks, best, r["dtype"])
+        c = run_ceilings(peaks, best, r["dtype"], best_range)
         row = {k: r.get(k) for k in COLUMNS}
+        if row.get("n_repeats") is None and r.get("status") == "ok":
+            row["n_repeats"] = len(r.get("repeats_us") or []) or (r.get("method") or {}).get(
+                "repeats"
+            )
+        t = (r.get("gpu_time_us"), r.get("time_min_us"), r.get("time_max_us"))
+        tf_lo, tf_hi = point_range(r.get("tflops"), *t)
+        bw_lo, bw_hi = point_range(r.get("eff_gbps"), *t)
+        d_lo, d_hi = pct_range(tf_lo, tf_hi, c["peak_tflops_range"])
+        m_lo, m_hi = pct_range(bw_lo, bw_hi, c["bw_range"])
         row.update(
             pct_dense_peak=F.pct(r.get("tflops"), c["peak_tflops"]),
             pct_measured_peak=F.pct(r.get("tflops"), c["measured_tflops"]),
             pct_mem_peak=F.pct(r.get("eff_gbps"), c["bw_gbps"]),
+            tflops_lo=tf_lo,
+            tflops_hi=tf_hi,
+            eff_gbps_lo=bw_lo,
+            eff_gbps_hi=bw_hi,
+            pct_dense_lo=d_lo,
+            pct_dense_hi=d_hi,
+            pct_mem_lo=m_lo,
+            pct_mem_hi=m_hi,
             peak_basis=c["basis"],
         )
         if r.get("ai") is None:  # skipped points still get their intensity
@@ -85,12 +187,38 @@ def best_from_table(df: pd.DataFrame) -> dict[str, float]:
     return {str(k): float(v) for k, v in ok.groupby("dtype")["tflops"].max().items()}
 
 
+def best_range_from_table(df: pd.DataFrame) -> dict[str, tuple[Any, Any]]:
+    """(lo, hi) TFLOP/s of each dtype's best point (its own spread)."""
+    ok = df[df["status"] == "ok"]
+    out: dict[str, tuple[Any, Any]] = {}
+    for dt, g in ok.groupby("dtype"):
+        r = g.loc[g["tflops"].idxmax()]
+        lo = r.get("tflops_lo") if "tflops_lo" in r else None
+        hi = r.get("tflops_hi") if "tflops_hi" in r else None
+        out[str(dt)] = (lo, hi) if pd.notna(lo) and pd.notna(hi) else (r["tflops"], r["tflops"])
+    return out
+
+
 def markdown_notes(df: pd.DataFrame, peaks: dict[str, Any], device_kind: str) -> list[str]:
+    ok = df[df["status"] == "ok"]
+    n = sorted({int(x) for x in ok["n_repeats"].dropna()}) if "n_repeats" in ok else []
     notes = [
-        f"`gpu_time_us` = {timer_label(device_kind)}: median over repeats of the time per call.",
+        f"{timer_label(device_kind)}: median over repeats of the time per call; "
+        "spread = (max − min) / median of the repeats"
+        + (f", n = {', '.join(map(str, n))} repeats" if n else "")
+        + "; tables/roofline.csv also has each quantity at the slowest and fastest repeat "
+        "(`*_lo`, `*_hi`).",
         "Effective GB/s counts A, B and C once (analytic bytes, not DRAM counters); above "
         "100% of the memory peak means caches served part of the traffic.",
     ]
+    notes.append(dispatch_note(df, device_kind))
+    if "target_reached" in ok and ok["target_reached"].notna().any():
+        missed = ok[ok["target_reached"].astype(object) == False]  # noqa: E712
+        if len(missed):
+            notes.append(
+                "spread target not reached within the time budget at: "
+                + ", ".join(f"{r['dtype']} {r['l2']} M={int(r['M'])}" for _, r in missed.iterrows())
+            )
     best = best_from_table(df)
     for dtype in sorted(df["dtype"].unique()):
         c = run_ceilings(peaks, best, dtype)
@@ -123,6 +251,11 @@ def write_markdown_table(
         "M": "M",
         "gpu_time_us": timer_label(device_kind),
         "wall_time_us": "Wall time (µs)",
+        "dispatch_us": "Dispatch (µs/call)",
+        "dispatch_bound": "dispatch-bound",
+        "timing_mode": "timing",
+        "spread_pct": "spread (%)",
+        "n_repeats": "n",
         "tflops": "TFLOPS",
         "pct_dense_peak": "%dense peak",
         "eff_gbps": "Effective GB/s",
@@ -130,12 +263,18 @@ def write_markdown_table(
         "ai": "AI (FLOP/byte)",
         "status": "status",
     }
+    if device_kind != "cuda":  # one clock on a CPU: dispatch is the call itself (see notes)
+        md_cols.pop("dispatch_us")
+        md_cols.pop("dispatch_bound")
+    view = df.copy()
+    view["spread_pct"] = 100 * view["rel_spread"].astype(float)
+    write_table(df, csv_path)
     write_table(
-        df,
-        csv_path,
+        view,
+        None,
         md_path,
         md_columns=md_cols,
-        title="Lab 2 — Roofline",
+        title="Roofline sweep (raw measurements)",
         notes=markdown_notes(df, peaks, device_kind),
     )
 
@@ -198,7 +337,15 @@ def plot(
             s = d[d["l2"] == l2]
             if s.empty:
                 continue
-            ax.plot(s["ai"], s["tflops"], marker, ls=":", ms=5, label=f"{l2} L2")
+            if "tflops_lo" in s and s["tflops_lo"].notna().any():
+                lo = (s["tflops"] - s["tflops_lo"].fillna(s["tflops"])).clip(lower=0)
+                hi = (s["tflops_hi"].fillna(s["tflops"]) - s["tflops"]).clip(lower=0)
+                ax.errorbar(
+                    s["ai"], s["tflops"], yerr=[lo, hi], fmt=marker, ls=":", ms=5,
+                    capsize=2, label=f"{l2} L2 (median, min–max over repeats)",
+                )  # fmt: skip
+            else:
+                ax.plot(s["ai"], s["tflops"], marker, ls=":", ms=5, label=f"{l2} L2")
             for _, r in s.iterrows():
                 ax.annotate(
                     f"M={r['M']}",
@@ -207,10 +354,17 @@ def plot(
                     xytext=(3, -9 if l2 == "cold" else 4),
                     fontsize=6,
                 )
+        title = f"{dtype} — {', '.join(sorted(d['shape'].unique())) or 'no points'}"
         if overlay is not None and not overlay.empty:
             o = overlay[overlay["status"] == "ok"]
             same = o[o["dtype"] == dtype]
             o = same if not same.empty else o  # another dtype still shows where it lands
+            other = sorted(set(o["dtype"]))
+            if other and other != [dtype]:
+                title = (
+                    f"this run {dtype} vs {overlay_label or 'compare'} {', '.join(other)} — "
+                    f"{', '.join(sorted(d['shape'].unique())) or 'no points'}"
+                )
             for odt, g in o.groupby("dtype"):
                 g = g.sort_values("ai")
                 ax.plot(
@@ -226,7 +380,7 @@ def plot(
         ax.set_yscale("log")
         ax.set_xlabel("arithmetic intensity (FLOP/byte)")
         ax.set_ylabel("achieved TFLOP/s")
-        ax.set_title(f"{dtype} — {', '.join(sorted(d['shape'].unique())) or 'no points'}")
+        ax.set_title(title, fontsize=8)
         ax.legend(fontsize=7, loc="lower right")
     figures.save(fig, png, svg)
 
@@ -240,13 +394,18 @@ def write_roofline(
     md: str,
     png: str,
     svg: str,
+    peaks_csv: str | None = None,
+    peaks_md: str | None = None,
     hardware_json: str | None = None,
 ) -> pd.DataFrame:
     from hwlab import records
+    from hwlab.peaks import write_peaks_table
 
     peaks = records.read_peaks(peaks_json, hardware_json)
     device = records.read_device(device_json, hardware_json)
     df = build_table(records.read_all(points, "gemm_point"), peaks)
     write_markdown_table(df, peaks, device["kind"], csv, md)
     plot(df, peaks, png, svg)
+    if peaks_csv and peaks_md:
+        write_peaks_table(peaks_json, peaks_csv, peaks_md)
     return df

@@ -10,6 +10,7 @@ from hwlab import config as hwconfig
 from hwlab import host as hwhost
 from hwlab import lock as hwlock
 from hwlab import records as hwrecords
+from hwlab.hierarchy.measure import config_errors as hierarchy_config_errors
 
 ROOT = Path(workflow.basedir)
 
@@ -38,6 +39,7 @@ if _errors:
 CATALOG_KEYS, _errors = hwconfig.catalog_errors(ROOT / "config" / "hardware.yaml")
 _errors += hwconfig.semantic_errors(config, ROOT, CATALOG_KEYS)
 _errors += hwconfig.metrics_errors(ROOT / "config" / "ncu_metrics.yaml")
+_errors += hierarchy_config_errors(config)
 if _errors:
     _fail(_errors)
 
@@ -160,12 +162,24 @@ def gemm_point_files():
     ]
 
 
-def gemm_point_params(wildcards):
+def gemm_sweep_outputs():
+    """One record per M of a sweep; the sweep's wildcards stay open (shape, dtype, l2)."""
+    return [
+        f"{RES}/gemm/{{shape}}/{{dtype}}/{{l2}}/m{m}.json" for m in config["gemm"]["M"]
+    ]
+
+
+def _adaptive(section):
+    return {k: section[k] for k in ("target_spread", "budget_s", "max_repeats")}
+
+
+def gemm_sweep_params(wildcards):
+    """Everything a sweep's records depend on (M in the order of the outputs)."""
     g = config["gemm"]
     shape = gemm_shapes()[wildcards.shape]
     return dict(
         shape=wildcards.shape,
-        M=int(wildcards.M),
+        M=list(g["M"]),
         N=shape["N"],
         K=shape["K"],
         dtype=wildcards.dtype,
@@ -174,7 +188,9 @@ def gemm_point_params(wildcards):
         repeats=g["repeats"],
         iters=g["iters"],
         flush_mb=g["flush_mb"],
+        timing=g["timing"],
         seed=config["seed"],
+        **_adaptive(g),
     )
 
 
@@ -189,6 +205,7 @@ def peaks_params(wildcards):
         repeats=p["repeats"],
         iters=p["iters"],
         seed=config["seed"],
+        **_adaptive(p),
     )
 
 
@@ -223,14 +240,15 @@ def decode_params(wildcards):
         profile_steps=d["profile_steps"],
         memory_cap_mb=d["memory_cap_mb"],
         nvml_interval_ms=d["nvml_interval_ms"],
+        sdpa_backend=d["sdpa_backend"],
         dtype=config["model"]["dtype"],
         seed=config["seed"],
     )
 
 
 def decode_batch_files(kind):
-    """Per-batch files of the sweep: kind json or kernels."""
-    suffix = {"json": "json", "kernels": "kernels.csv"}[kind]
+    """Per-batch files of the sweep: kind json, kernels or trace."""
+    suffix = {"json": "json", "kernels": "kernels.csv", "trace": "trace.json.gz"}[kind]
     return [f"{RES}/decode/b{b}.{suffix}" for b in config["decode"]["batches"]]
 
 
@@ -308,6 +326,7 @@ def ncu_capture_params(wildcards):
         decode_steps=config["ncu"]["decode_steps"],
         model=m["name"],
         dtype=m["dtype"],
+        sdpa_backend=d["sdpa_backend"],
         kernel_regex=config["ncu"]["kernel_regex"],
         **_ncu_common(),
     )
@@ -402,6 +421,45 @@ def allreduce_targets():
     ]
 
 
+# ---- memory hierarchy (§1) -------------------------------------------------------------
+
+
+def hierarchy_code(*modules):
+    """Modules of the hwlab.hierarchy subpackage a rule runs (editing one reruns it)."""
+    return code("device", "io") + [
+        str(ROOT / "hwlab" / "hierarchy" / f"{m}.py") for m in ("__init__", *modules)
+    ]
+
+
+def hierarchy_params(wildcards=None):
+    """Every hierarchy setting of the memory job (the GPU ones prefixed gpu_)."""
+    h = config["hierarchy"]
+    p = {k: v for k, v in h.items() if k not in ("gpu", "link_max_bytes")}
+    p.update({f"gpu_{k}": v for k, v in h["gpu"].items()})
+    p["seed"] = config["seed"]
+    # one key order whatever the config file's: Snakemake compares params as written
+    return dict(sorted(p.items()))
+
+
+def hierarchy_link_params(wildcards=None):
+    h = config["hierarchy"]
+    return dict(
+        link_max_bytes=h["link_max_bytes"],
+        gpu_link_bytes=h["gpu"]["link_bytes"],
+        repeats=h["repeats"],
+    )
+
+
+def hierarchy_targets():
+    return [
+        f"{RES}/tables/hierarchy.csv",
+        f"{RES}/tables/hierarchy.md",
+        f"{RES}/tables/hierarchy_points.csv",
+        f"{RES}/figures/hierarchy.png",
+        f"{RES}/figures/hierarchy.svg",
+    ]
+
+
 # ---- findings (the regenerated writeup) ------------------------------------------------
 
 
@@ -443,18 +501,24 @@ COMPARE_FIGURES = (
 
 # ---- targets -------------------------------------------------------------------------
 def analysis_targets():
-    """Every stage's tables and figures: what the findings are written from."""
+    """Every stage's tables and figures, and the GEMM point records the findings also read:
+    what the findings are written from. Being requested (through rule all), a deleted point
+    record makes its sweep rerun even though the roofline table still exists."""
     return [
         f"{RES}/env.json",
+        *gemm_point_files(),
         f"{RES}/tables/roofline.csv",
         f"{RES}/tables/roofline.md",
         f"{RES}/figures/roofline.png",
         f"{RES}/figures/roofline.svg",
+        f"{RES}/tables/peaks.csv",
+        f"{RES}/tables/peaks.md",
         f"{RES}/tables/napkin_decode.csv",
         f"{RES}/tables/napkin_decode.md",
         *decode_targets(),
         *ncu_targets(),
         *allreduce_targets(),
+        *hierarchy_targets(),
     ]
 
 

@@ -6,7 +6,9 @@ rule decode_batch:
     input:
         device=rules.device.output.device,
         manifest=rules.model.output.manifest,
-        code=code("decode", "model", "inventory", "device", "formulas", "dtypes", "io"),
+        code=code(
+            "decode", "model", "inventory", "ncu", "device", "formulas", "dtypes", "io"
+        ),
     output:
         record=f"{RES}/decode/b{{batch}}.json",
         kernels=f"{RES}/decode/b{{batch}}.kernels.csv",
@@ -31,11 +33,21 @@ rule decode_tables:
     input:
         records=decode_batch_files("json"),
         kernels=decode_batch_files("kernels"),
+        traces=decode_batch_files("trace"),
         peaks=rules.peaks.output.peaks,
         device=rules.device.output.device,
         hardware=rules.hardware.output.hardware,
         classes=repo_path(config["decode"]["kernel_classes"]),
-        code=code("decode_tables", "inventory", "figures", "formulas", "io", "records"),
+        manifest=rules.model.output.manifest,
+        code=code(
+            "decode_tables",
+            "inventory",
+            "figures",
+            "formulas",
+            "io",
+            "questions",
+            "records",
+        ),
     output:
         decode_csv=report(
             f"{RES}/tables/decode.csv",

@@ -31,6 +31,12 @@ rule roofline:
             category="Lab 2 — Roofline",
         ),
         svg=f"{RES}/figures/roofline.svg",
+        peaks_csv=report(
+            f"{RES}/tables/peaks.csv",
+            caption="../report/peaks.rst",
+            category="Lab 2 — Roofline",
+        ),
+        peaks_md=f"{RES}/tables/peaks.md",
     log:
         f"{RES}/logs/roofline.log",
     conda:
@@ -55,6 +61,8 @@ rule napkin_decode:
         f"{RES}/logs/napkin_decode.log",
     conda:
         ENV
+    params:
+        kv_headroom=config["napkin"]["kv_headroom"],
     script:
         "../scripts/napkin_decode.py"
 
@@ -73,9 +81,15 @@ rule findings:
             "roofline",
             "decode_tables",
             "inventory",
+            "peaks",
             "formulas",
             "io",
-        ),
+            "questions",
+            "napkin",
+            "catalog",
+        )
+        + hierarchy_code("report", "table"),
+        catalog=repo_path("config/hardware.yaml"),
     output:
         md=report(
             f"{RES}/findings.md",
@@ -87,6 +101,8 @@ rule findings:
         f"{RES}/logs/findings.log",
     conda:
         ENV
+    params:
+        compare_with=config["findings"]["compare_with"],
     script:
         "../scripts/findings.py"
 

@@ -1,15 +1,15 @@
-"""Lab 2: one job per GEMM sweep point (shape x dtype x L2 mode x M)."""
+"""Lab 2: one job per GEMM sweep (shape x dtype x L2 mode), one record per point (M)."""
 
 
-rule gemm_point:
-    """Time one GEMM point (warm or cold L2) on the run's device."""
+rule gemm_sweep:
+    """Time every M of one GEMM sweep (warm or cold L2) on the run's device."""
     input:
         device=rules.device.output.device,
         code=code("gemm", "device", "formulas", "dtypes", "io"),
     output:
-        point=f"{RES}/gemm/{{shape}}/{{dtype}}/{{l2}}/m{{M}}.json",
+        points=gemm_sweep_outputs(),
     log:
-        f"{RES}/logs/gemm/{{shape}}/{{dtype}}/{{l2}}/m{{M}}.log",
+        f"{RES}/logs/gemm/{{shape}}/{{dtype}}/{{l2}}.log",
     conda:
         ENV
     threads: measure_threads
@@ -17,7 +17,7 @@ rule gemm_point:
         measure=1,
         gpu=gpus(),
     params:
-        point=gemm_point_params,
+        sweep=gemm_sweep_params,
         threads=config["threads"],
     script:
-        "../scripts/gemm_point.py"
+        "../scripts/gemm_sweep.py"

@@ -15,6 +15,8 @@ write_decode_tables(
     device_json=snakemake.input.device,
     hardware_json=snakemake.input.hardware,
     classes_yaml=snakemake.input.classes,
+    manifest_json=snakemake.input.manifest,
     out=dict(snakemake.output.items()),
+    traces=list(snakemake.input.traces),
     **snakemake.params.tables,
 )

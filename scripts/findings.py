@@ -12,4 +12,9 @@ from hwlab.findings import write_findings  # noqa: E402
 
 # the run folder is where device.json lives
 run_folder = str(Path(snakemake.input.device).parent)
-write_findings(run_folder, snakemake.output.md, snakemake.output.json)
+write_findings(
+    run_folder,
+    snakemake.output.md,
+    snakemake.output.json,
+    compare_with=snakemake.params.compare_with,
+)

@@ -17,4 +17,6 @@ write_roofline(
     md=snakemake.output.md,
     png=snakemake.output.png,
     svg=snakemake.output.svg,
+    peaks_csv=snakemake.output.peaks_csv,
+    peaks_md=snakemake.output.peaks_md,
 )

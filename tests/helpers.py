@@ -16,7 +16,14 @@ SNAKEMAKE = [sys.executable, "-m", "snakemake"]
 # backbone: two L2 modes, a dtype the CPU cannot run natively (fp8 -> skipped record).
 TINY = {
     "run": "tiny",
-    "peaks": {"gemm_sizes": [256], "stream_mb": 16, "warmup": 1, "repeats": 3, "iters": 3},
+    "peaks": {
+        "gemm_sizes": [256],
+        "stream_mb": 16,
+        "warmup": 1,
+        "repeats": 3,
+        "iters": 3,
+        "budget_s": 0.2,
+    },
     "gemm": {
         "shapes": [{"name": "small", "N": 512, "K": 256}],
         "dtypes": ["fp32", "fp8"],
@@ -26,6 +33,7 @@ TINY = {
         "repeats": 3,
         "iters": 3,
         "flush_mb": 8,
+        "budget_s": 0.2,
     },
     # Lab 3: a real 2-process gloo sweep on small sizes; nccl on a CPU host -> skipped.
     "allreduce": {
@@ -33,6 +41,16 @@ TINY = {
         "max_bytes": 1 << 20,
         "warmup": 1,
         "iters": 3,
+    },
+    # §1 hierarchy: a few points per octave up to 8 MiB (past L2, into L3), short calls
+    "hierarchy": {
+        "max_bytes": 8 << 20,
+        "latency_max_bytes": 8 << 20,
+        "points_per_octave": 2,
+        "target_ms": 1.0,
+        "latency_target_ms": 0.5,
+        "repeats": 3,
+        "target_spread": 0,
     },
     # decode: the CPU default's tiny Qwen2-shaped model, two batches, a few steps
     "decode": {

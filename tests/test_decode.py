@@ -137,3 +137,158 @@ def test_nvml_field_on_cpu_is_empty_with_reason():
     out = s.stop()
     assert out["gpu_util_mean_pct"] is None and out["gpu_util_samples"] == 0
     assert "CPU" in out["gpu_util_reason"]
+
+
+# ---- NVML GPU-Util: the sampler thread against a stand-in of NVML's Python interface -------
+class _NvmlStandIn:
+    """The part of nvidia-ml-py's ``pynvml`` the sampler uses, with the same names (there
+    is no ``nvmlDeviceGetHandleByPciBusId_v2`` in it: that is the C symbol the Python
+    function calls). NVML cannot run on a CPU host; this is the one place for a stand-in."""
+
+    class NVMLError(Exception):
+        pass
+
+    class _Util:
+        def __init__(self, gpu):
+            self.gpu, self.memory = gpu, 0
+
+    def __init__(self, bus_ids=(), uuids=()):
+        self.bus_ids, self.uuids = set(bus_ids), set(uuids)
+        self.calls = []
+        self.n = 0
+
+    def nvmlInit(self):
+        self.calls.append("init")
+
+    def nvmlShutdown(self):
+        self.calls.append("shutdown")
+
+    def nvmlDeviceGetHandleByPciBusId(self, bus):
+        if bus not in self.bus_ids:
+            raise self.NVMLError("Not Found")
+        return ("bus", bus)
+
+    def nvmlDeviceGetHandleByUUID(self, uuid):
+        if uuid not in self.uuids:
+            raise self.NVMLError("Not Found")
+        return ("uuid", uuid)
+
+    def nvmlDeviceGetHandleByIndex(self, index):
+        return ("index", index)
+
+    def nvmlDeviceGetUtilizationRates(self, handle):
+        self.n += 1
+        return self._Util(40 + self.n % 3)
+
+
+def _fake_cuda():
+    from types import SimpleNamespace
+
+    return SimpleNamespace(is_cuda=True, torch_device=torch.device("cuda", 0))
+
+
+def test_stand_in_has_the_real_modules_names():
+    pynvml = pytest.importorskip("pynvml")
+    for name in (
+        "nvmlInit",
+        "nvmlShutdown",
+        "nvmlDeviceGetHandleByPciBusId",
+        "nvmlDeviceGetHandleByUUID",
+        "nvmlDeviceGetHandleByIndex",
+        "nvmlDeviceGetUtilizationRates",
+        "NVMLError",
+    ):
+        assert hasattr(pynvml, name), name
+    assert not hasattr(pynvml, "nvmlDeviceGetHandleByPciBusId_v2")
+    assert not hasattr(_NvmlStandIn, "nvmlDeviceGetHandleByPciBusId_v2")
+
+
+def test_sampler_thread_reads_gpu_util_by_pci_bus_id():
+    import time
+
+    nvml = _NvmlStandIn(bus_ids={"00000000:3b:00.0"})
+    s = D.UtilSampler(_fake_cuda(), 2, nvml=nvml, identity=("00000000:3b:00.0", "abc"))
+    s.prepare()
+    assert s.reason is None and s.found_by == "PCI bus id 00000000:3b:00.0"
+    s.start()
+    time.sleep(0.05)
+    out = s.stop()
+    assert out["gpu_util_samples"] >= 3 and out["gpu_util_reason"] is None
+    assert 40 <= out["gpu_util_mean_pct"] <= 42 and out["gpu_util_max_pct"] in (41, 42)
+    assert out["gpu_util_device"] == "PCI bus id 00000000:3b:00.0"
+    assert nvml.calls == ["init", "shutdown"]
+
+
+def test_sampler_falls_back_to_uuid_then_index():
+    s = D.UtilSampler(_fake_cuda(), 5, nvml=_NvmlStandIn(uuids={"GPU-abc"}), identity=("x", "abc"))
+    s.prepare()
+    assert s.found_by == "UUID GPU-abc"
+    s = D.UtilSampler(_fake_cuda(), 5, nvml=_NvmlStandIn(), identity=("x", None))
+    s.prepare()
+    assert s.found_by.startswith("index 0 (not found by PCI bus id x: Not Found")
+    assert s.stop()["gpu_util_reason"] == "no NVML sample was taken during the timed steps"
+
+
+# ---- the attention backend -----------------------------------------------------------------
+def _run_tiny(tmp_path, backend):
+    from hwlab import model as hwmodel
+    from hwlab.device import detect
+    from hwlab.io import read_json, write_json
+
+    dev_json = tmp_path / "device.json"
+    write_json(dev_json, detect("cpu"))
+    man = tmp_path / "manifest.json"
+    hwmodel.write_manifest(str(man), name="tiny", source="random", arch_file=TINY_ARCH, seed=0)
+    D.run_batch(
+        out_json=str(tmp_path / f"{backend}.json"),
+        out_kernels=str(tmp_path / f"{backend}.kernels.csv"),
+        out_trace=str(tmp_path / f"{backend}.trace.json.gz"),
+        device_json=str(dev_json),
+        manifest=str(man),
+        threads=0,
+        batch=1,
+        prompt_len=8,
+        new_tokens=3,
+        warmup_steps=1,
+        profile_steps=1,
+        memory_cap_mb=0,
+        nvml_interval_ms=20,
+        dtype="fp32",
+        seed=0,
+        sdpa_backend=backend,
+    )
+    return read_json(tmp_path / f"{backend}.json")
+
+
+def test_sdpa_backend_is_applied_and_recorded(tmp_path):
+    """math forces the math kernel (torch's own choice on a CPU is its flash kernel); a
+    backend the CPU has no kernel for is a skipped record with torch's reason."""
+    math = _run_tiny(tmp_path, "math")
+    assert math["status"] == "ok" and math["sdpa_backend"] == "math"
+    assert math["attention_ops"] == ["aten::_scaled_dot_product_attention_math"]
+    flash = _run_tiny(tmp_path, "flash")
+    assert flash["attention_ops"] == ["aten::_scaled_dot_product_flash_attention_for_cpu"]
+    assert "cudnn_version" in flash
+    eff = _run_tiny(tmp_path, "efficient")
+    assert eff["status"] == "skipped"
+    assert eff["reason"].startswith("decode.sdpa_backend efficient: no such attention kernel")
+    with pytest.raises(ValueError, match="sdpa_backend"):
+        D.sdpa_context("fastest")
+
+
+def test_attention_used_reads_ops_and_kernels():
+    traits = "<Flash_fwd_kernel_traits<128, 64, 128, 4>, false>(pytorch_flash::Flash_fwd_params)"
+    names = [
+        ("cpu_op", "aten::scaled_dot_product_attention"),
+        ("cpu_op", "aten::_scaled_dot_product_flash_attention"),
+        ("kernel", f"void pytorch_flash::flash_fwd_splitkv_kernel{traits}"),
+        ("kernel", f"void pytorch_flash::flash_fwd_splitkv_combine_kernel{traits}"),
+        ("kernel", "nvjet_tst_64x8_64x16_4x1_v_bz_TNT"),
+    ]
+    trace = {"traceEvents": [{"ph": "X", "cat": c, "name": n} for c, n in names]}
+    used = D.attention_used(trace)
+    assert used["attention_ops"] == ["aten::_scaled_dot_product_flash_attention"]
+    assert used["attention_kernels_short"] == {
+        "flash_fwd_splitkv_kernel": 1,
+        "flash_fwd_splitkv_combine_kernel": 1,
+    }

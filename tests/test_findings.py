@@ -71,10 +71,41 @@ def test_cpu_run_findings(tiny_run):
         "attention",
         "decode_overhead",
         "cache",
+        "hierarchy_principle",
+        "hierarchy_knees",
+        "precision_ratio",
+        "prefill_mfu",
     ]
     by = {f["key"]: f for f in data["findings"]}
     assert by["gpu_util"]["holds"] is None and "CPU" in by["gpu_util"]["text"]
     assert by["decode_overhead"]["evidence"]["napkin_ms"] > 0
+    # every statement carries its verdict, one of the four
+    assert all(f["verdict"] in H.VERDICTS for f in data["findings"])
+    assert data["verdicts"] == {f["key"]: f["verdict"] for f in data["findings"]}
+    # the CPU's GEMV -> matrix-engine switch says why it is not evaluable
+    assert by["gemv_switch"]["verdict"] in (H.NOT_EVALUABLE, H.HOLDS, H.FAILS, H.INCONCLUSIVE)
+    dev = json.loads((res / "device.json").read_text())
+    if not dev["cpu_matrix_engine"]["amx"]:
+        assert by["gemv_switch"]["verdict"] == H.NOT_EVALUABLE
+        assert "no matrix engine" in by["gemv_switch"]["text"]
+
+
+def test_cpu_run_findings_read_cleanly(tiny_run):
+    """The slips of the first findings.md: heading levels, a duplicated heading, a hidden
+    column named in a note, exponent numbers, a skip reason repeated four times."""
+    md = (tiny_run[2] / "findings.md").read_text()
+    levels = [len(m.group(1)) for m in re.finditer(r"^(#+) ", md, flags=re.M)]
+    assert levels[0] == 1, levels
+    assert all(b <= a + 1 for a, b in zip(levels, levels[1:], strict=False)), levels
+    assert md.count("Lab 2 — Roofline") == 1
+    assert "gpu_time_us" not in md
+    assert not re.search(r"\d\.\d+e[+-]\d\d", md), re.findall(r".{30}\d\.\d+e[+-]\d\d", md)
+    assert md.count("ncu not found") <= 2  # once in the headline, once in Lab 1b
+    # spread and repeat counts in the tables
+    for table, col in (("roofline", "spread (%)"), ("decode", "spread (%)"),
+                       ("peaks", "spread (%)")):  # fmt: skip
+        assert col in (tiny_run[2] / "tables" / f"{table}.md").read_text(), table
+    assert "Measured ceilings" in md and "(max − min) / median" in md
 
 
 def test_compare_with_reference(tiny_run, tmp_path):
@@ -87,23 +118,44 @@ def test_compare_with_reference(tiny_run, tmp_path):
         out = tiny_run[2] / "figures" / "compare"
         for name in FD.COMPARE_FIGURES:
             assert (out / f"{name}.png").stat().st_size > 1000, name
+        md = (tiny_run[2] / "findings.md").read_text()
+        assert "## Comparison with rtx5080" in md
+        for name in FD.COMPARE_FIGURES:
+            assert f"(figures/compare/{name}.png)" in md
     finally:  # the shared run back to its own config (env.json records the digest)
         assert smk(wd, "all", configfile=original).returncode == 0
+    # compare_with unset again: no comparison figure outlives the setting
+    assert not out.exists()
+    assert "## Comparison with" not in (tiny_run[2] / "findings.md").read_text()
 
 
 # ---- the headline functions on synthetic data ------------------------------------------
 
 
-def decode(util, tpot1=12.0, napkin1=1.79, batches=(1, 32, 64, 128), tpots=None):
+def decode(util, tpot1=12.0, napkin1=1.79, batches=(1, 32, 64, 128), tpots=None, spread=0.0,
+           util_spread=0.0, busy=None):  # fmt: skip
+    """A decode table: ``spread`` is the relative p10/p90 half-width of every TPOT."""
     tpots = tpots or [tpot1, 13.0, 19.4, 40.0]
+    p10 = [t * (1 - spread) for t in tpots]
+    p90 = [t * (1 + spread) for t in tpots]
     tok = [b / t * 1e3 for b, t in zip(batches, tpots, strict=True)]
+    eff = [tpots[0] / t for t in tpots]
     return pd.DataFrame({
-        "batch": batches, "status": "ok", "tpot_ms_p50": tpots, "tokens_per_s": tok,
-        "scaling_efficiency": [t / (b * tok[0]) for b, t in zip(batches, tok, strict=True)],
+        "batch": batches, "status": "ok", "dtype": "bf16", "tpot_ms_p50": tpots,
+        "tpot_ms_p10": p10, "tpot_ms_p90": p90, "tokens_per_s": tok,
+        "tokens_per_s_lo": [b / t * 1e3 for b, t in zip(batches, p90, strict=True)],
+        "tokens_per_s_hi": [b / t * 1e3 for b, t in zip(batches, p10, strict=True)],
+        "scaling_efficiency": eff,
+        "scaling_efficiency_lo": [p10[0] / t for t in p90],
+        "scaling_efficiency_hi": [p90[0] / t for t in p10],
         "napkin_ms": [napkin1] * len(batches),
         "overhead_ratio": [t / napkin1 for t in tpots], "bw_gbps": 3350,
         "bw_basis": "spec", "gpu_util_pct": [util] * len(batches),
+        "gpu_util_p10_pct": [None if util is None else util * (1 - util_spread)] * len(batches),
+        "gpu_util_p90_pct": [None if util is None else util * (1 + util_spread)] * len(batches),
         "gpu_util_reason": [None] * len(batches),
+        "profiled_busy_ms": [busy] * len(batches),
+        "profiled_step_ms": [None] * len(batches),
     })  # fmt: skip
 
 
@@ -119,45 +171,108 @@ def lab1b(sm, dram):
     )
 
 
-def test_gpu_util_holds_and_not():
-    assert H.gpu_util_finding(decode(89.0), lab1b(1.13, 1.75)).holds is True
-    assert H.gpu_util_finding(decode(20.0), lab1b(1.13, 1.75)).holds is False
-    assert H.gpu_util_finding(decode(89.0), lab1b(40.0, 1.75)).holds is False
-    f = H.gpu_util_finding(decode(None), None, ["batch 1: skipped: no GPU"])
-    assert f.holds is None and "no GPU" in f.text
+def test_gpu_util_four_outcomes():
+    assert H.gpu_util_finding(decode(89.0), lab1b(1.13, 1.75)).verdict == H.HOLDS
+    assert H.gpu_util_finding(decode(20.0), lab1b(1.13, 1.75)).verdict == H.FAILS
+    assert H.gpu_util_finding(decode(89.0), lab1b(40.0, 1.75)).verdict == H.FAILS
+    # NVML samples 45-55%: straddles the 50% "busy" line
+    f = H.gpu_util_finding(decode(50.0, util_spread=0.1), lab1b(1.13, 1.75))
+    assert f.verdict == H.INCONCLUSIVE and "GPU-Util busy" in f.text
+    # NCU's launches spread across the 10% "idle" line
+    launches = pd.DataFrame({"batch": [1] * 5, "kernel": ["flash"] * 3 + ["other"] * 2,
+                             "metric": ["dram_throughput"] * 5,
+                             "value": [8.0, 9.5, 12.0, 40.0, 50.0]})  # fmt: skip
+    f = H.gpu_util_finding(decode(89.0), lab1b(1.13, 9.5), ncu_launches=launches)
+    assert f.verdict == H.INCONCLUSIVE and f.evidence["ncu_dram_range"] == [8.0, 12.0]
+    f = H.gpu_util_finding(decode(None), None, ["batches 1, 32: skipped: no GPU"])
+    assert f.verdict == H.NOT_EVALUABLE and "no GPU" in f.text and f.text.count("no GPU") == 1
 
 
-def classes(gemv, tc, att, batches=(1, 16, 32, 64)):
+def classes(gemv, tc, att, batches=(1, 16, 32, 64), spread=0.0, main="tc_gemm"):
     rows = []
     for b, g, t, a in zip(batches, gemv, tc, att, strict=True):
-        for c, v in (("gemv", g), ("tc_gemm", t), ("attention", a), ("other", 1 - g - t - a)):
-            rows.append({"batch": b, "phase": "decode", "class": c, "share": v, "time_us": v})
+        for c, v in (("gemv", g), (main, t), ("attention", a), ("other", 1 - g - t - a)):
+            rows.append({"batch": b, "phase": "decode", "class": c, "share": v, "time_us": v,
+                         "share_lo": max(0.0, v - spread), "share_hi": v + spread})  # fmt: skip
     return pd.DataFrame(rows)
 
 
-def test_gemv_switch():
-    f = H.gemv_switch_finding(
-        classes([0.66, 0.6, 0.0, 0.0], [0.14, 0.2, 0.81, 0.85], [0.02] * 4), "cuda"
-    )
-    assert f.holds and f.evidence["switch_batch"] == 32 and f.evidence["before_batch"] == 16
-    f = H.gemv_switch_finding(
-        classes([0.7, 0.5, 0.3, 0.2], [0.1, 0.2, 0.3, 0.4], [0.02] * 4), "cuda"
-    )
-    assert f.holds is False
-    f = H.gemv_switch_finding(classes([0.7, 0.0, 0.0, 0.0], [0, 0, 0, 0], [0.02] * 4), "cpu")
-    assert f.holds is False and f.evidence["gemv_gone_batch"] == 16 and "CPU" in f.text
+CUDA = {"kind": "cuda"}
 
 
-def test_attention():
-    assert H.attention_finding(classes([0.6] * 4, [0.1] * 4, [0.02, 0.01, 0.03, 0.02])).holds
+def test_gemv_switch_four_outcomes():
+    f = H.gemv_switch_finding(
+        classes([0.66, 0.6, 0.0, 0.0], [0.14, 0.2, 0.81, 0.85], [0.02] * 4), CUDA
+    )
+    assert f.verdict == H.HOLDS and f.evidence["switch_batch"] == 32
+    assert f.evidence["before_batch"] == 16
+    f = H.gemv_switch_finding(classes([0.7, 0.5, 0.3, 0.2], [0.1, 0.2, 0.3, 0.4], [0.02] * 4), CUDA)
+    assert f.verdict == H.FAILS
+    # batch 32: GEMV 8% and tensor cores 52%, each +/- 5% over the profiled steps
+    f = H.gemv_switch_finding(
+        classes([0.66, 0.6, 0.08, 0.3], [0.14, 0.2, 0.52, 0.45], [0.02] * 4, spread=0.05), CUDA
+    )
+    assert f.verdict == H.INCONCLUSIVE and "straddles the thresholds" in f.text
+    f = H.gemv_switch_finding(None, CUDA)
+    assert f.verdict == H.NOT_EVALUABLE
+
+
+def test_gemv_switch_on_a_cpu_needs_a_matrix_engine():
+    cls = classes([0.9, 0.0, 0.0, 0.0], [0.0, 0.8, 0.85, 0.85], [0.02] * 4, main="gemm")
+    me = {"amx": False, "amx_flags": [], "bf16_dot_product": ["avx512_bf16", "avx512_vnni"]}
+    epyc = {"kind": "cpu", "cpu_matrix_engine": me}
+    f = H.gemv_switch_finding(cls, epyc, "bf16")
+    assert f.verdict == H.NOT_EVALUABLE
+    assert "not a matrix engine" in f.text and "avx512_bf16" in f.text
+    me = {"amx": True, "amx_flags": ["amx_bf16", "amx_int8", "amx_tile"], "bf16_dot_product": []}
+    sapphire = {"kind": "cpu", "cpu_matrix_engine": me}
+    f = H.gemv_switch_finding(cls, sapphire, "fp32")
+    assert f.verdict == H.NOT_EVALUABLE and "model.dtype: bf16" in f.text
+    f = H.gemv_switch_finding(cls, sapphire, "bf16")  # AMX: bf16 GEMMs are the engine's path
+    assert f.verdict == H.HOLDS and f.evidence["switch_batch"] == 16 and "AMX" in f.text
+
+
+def test_attention_four_outcomes():
+    f = H.attention_finding(classes([0.6] * 4, [0.1] * 4, [0.02, 0.01, 0.03, 0.02]))
+    assert f.verdict == H.HOLDS
     f = H.attention_finding(classes([0.6] * 4, [0.1] * 4, [0.02, 0.01, 0.2, 0.02]))
-    assert f.holds is False and "20.0%" in f.text
+    assert f.verdict == H.FAILS and "20%" in f.text
+    f = H.attention_finding(classes([0.6] * 4, [0.1] * 4, [0.02, 0.01, 0.045, 0.02], spread=0.02))
+    assert f.verdict == H.INCONCLUSIVE and "2.5–6.5% straddles 5%" in f.text
+    assert H.attention_finding(None).verdict == H.NOT_EVALUABLE
 
 
-def test_decode_overhead():
+def test_attention_text_names_the_largest_class_per_batch():
+    """Not 'the largest class is gemm, gemv at every batch'."""
+    cls = classes([0.9, 0.0, 0.0, 0.0], [0.0, 0.8, 0.85, 0.85], [0.02] * 4, main="gemm")
+    f = H.attention_finding(cls)
+    assert "gemv at batch 1 (90%) and gemm at batches 16, 32, 64 (80–85%)" in f.text
+
+
+def test_decode_overhead_four_outcomes():
     f = H.decode_overhead_finding(decode(None))
-    assert f.holds and f.evidence["ratio"] == pytest.approx(12 / 1.79)
-    assert H.decode_overhead_finding(decode(None, tpot1=2.0)).holds is False
+    assert f.verdict == H.HOLDS and f.evidence["ratio"] == pytest.approx(12 / 1.79)
+    assert H.decode_overhead_finding(decode(None, tpot1=2.0)).verdict == H.FAILS
+    # 3.6 ms +/- 10%: 3.24-3.96 ms = 1.8-2.2x the bound, straddling 2x
+    f = H.decode_overhead_finding(decode(None, tpot1=3.58, spread=0.1))
+    assert f.verdict == H.INCONCLUSIVE and "within noise" in f.text
+    assert H.decode_overhead_finding(None).verdict == H.NOT_EVALUABLE
+
+
+def test_decode_overhead_says_where_the_gap_is():
+    """The writeup's 'the gap is framework overhead' is measured: the profiled steps' time
+    inside ops against the timed step."""
+    f = H.decode_overhead_finding(decode(None, busy=2.0), device_kind="cuda")
+    assert f.verdict == H.HOLDS and f.evidence["outside_ops_ms"] == pytest.approx(10.0)
+    assert "framework overhead dominates" in f.text and "inside kernels" in f.text
+    f = H.decode_overhead_finding(decode(None, busy=11.0))  # 92% of the step inside aten ops
+    assert f.verdict == H.FAILS and "not framework overhead" in f.text
+    # 12 ms +/- 20% with 6 ms inside ops: 38-58% outside, straddling 50%
+    f = H.decode_overhead_finding(decode(None, busy=6.0, spread=0.2))
+    assert f.verdict == H.INCONCLUSIVE and "within noise" in f.text
+    # no profile: the ratio alone, and it says the attribution is not measured
+    f = H.decode_overhead_finding(decode(None))
+    assert f.verdict == H.HOLDS and "no profiled step time" in f.text
 
 
 def test_decode_regimes_and_operating_point():
@@ -166,5 +281,18 @@ def test_decode_regimes_and_operating_point():
     assert regimes[0]["regime"].startswith("flat")  # 1 -> 32: 12 -> 13 ms
     assert regimes[-1]["regime"].startswith("proportional")  # 64 -> 128: 19.4 -> 40 ms
     op = H.operating_point(d)
-    # efficiency at 64: 64/19.4 / (64 x 1/12) = 62%; at 128: 30%
-    assert op["batch"] == 64
+    # efficiency at 64: 12 / 19.4 = 62%; at 128: 30%
+    assert op["batch"] == 64 and not op["noise_limited"] and not op["flagged"]
+
+
+def test_operating_point_is_never_the_baseline_and_flags_superlinear_efficiency():
+    # only batch 1 keeps >= 50%: no operating batch (not the tautology "batch 1 at 100%")
+    op = H.operating_point(decode(None, tpots=[12.0, 30.0, 60.0, 120.0]))
+    assert op["batch"] is None
+    # a batch-1 baseline slowed by noise makes batch 32 read 6.4x efficient: flagged, not used
+    op = H.operating_point(decode(None, tpots=[20.0, 3.0, 19.4, 40.0]))
+    assert [x["batch"] for x in op["flagged"]] == [32] and op["flagged"][0]["efficiency"] > 6
+    assert op["batch"] == 128
+    # batch 128 at 45-55%: the choice is noise-limited
+    op = H.operating_point(decode(None, tpots=[12.0, 13.0, 19.4, 24.0], spread=0.05))
+    assert op["batch"] == 64 and op["noise_limited"] and op["uncertain_batches"] == [128]

@@ -100,3 +100,125 @@ def test_ceilings_basis():
     c = peaks.ceilings(pk, spec, "bf16")
     assert c["basis"] == "spec" and c["peak_tflops"] == 112.6 and c["bw_gbps"] == 960
     assert c["measured_tflops"] == 0.1
+
+
+# ---- sweeps: memory estimate, launch refusals, timing modes --------------------------------
+def test_oversized_point_is_an_oom_record_not_an_allocation(cpu):
+    """gemm.M: [1e9] must not try to allocate terabytes: the point is estimated first."""
+    recs = gemm.measure_sweep(
+        cpu,
+        Ms=[4, 10**9],
+        N=128,
+        K=64,
+        dtype="fp32",
+        shape="s",
+        l2="cold",
+        warmup=0,
+        repeats=1,
+        iters=1,
+        flush_mb=1,
+    )
+    assert recs[4]["status"] == "ok"
+    big = recs[10**9]
+    assert big["status"] == "oom" and "gpu_time_us" not in big
+    assert big["reason"].startswith("not allocated: needs about")
+    assert "of host memory available" in big["reason"] and "activation 238 GiB" in big["reason"]
+    assert big["memory_estimate_bytes"] > big["memory_limit_bytes"]
+
+
+def test_point_memory_estimate():
+    m = gemm.point_memory(16, 11008, 2048, "bf16", flush=256 * 2**20, device_kind="cuda")
+    assert m["activation"] == 16 * 2048 * 2 and m["weight"] == 11008 * 2048 * 2
+    assert m["output"] == 16 * 11008 * 2 and m["staging"] == 4 * 11008 * 2048
+    assert m["headroom"] == gemm.CUDA_HEADROOM_BYTES
+    assert m["total"] == sum(v for k, v in m.items() if k != "total")
+    assert gemm.point_memory(1, 8, 8, "fp32")["staging"] == 0
+    assert gemm.memory_refusal(m, m["total"], "x") is None
+    assert "more than the 1 GiB x" in gemm.memory_refusal(m, 2**30, "x")
+
+
+class _CudaLabelledCpu(Device):
+    """A CPU device that says it is CUDA: the check must refuse before anything launches
+    (on this CPU, torch._int_mm at M=16 would run and the point would come out ok)."""
+
+    def __init__(self):
+        super().__init__("cpu")
+        self.kind = "cuda"
+
+    def dtype_skip_reason(self, dtype):
+        return None
+
+
+def test_int8_on_cuda_needs_M_above_16_refused_before_launch():
+    dev = _CudaLabelledCpu()
+    rec = gemm.measure_point(
+        dev, shape="s", M=16, N=64, K=64, dtype="int8", l2="warm", warmup=0, repeats=1, iters=1
+    )
+    assert rec["status"] == "skipped"
+    assert rec["reason"] == "torch._int_mm on CUDA needs M > 16 (got M=16): not launched"
+    assert gemm.launch_refusal("cuda", "int8", 17, 64, 64) is None
+    assert gemm.launch_refusal("cpu", "int8", 1, 64, 64) is None
+    assert "multiples of 8" in gemm.launch_refusal("cuda", "int8", 32, 64, 60)
+
+
+def test_timing_plan_and_graph_on_a_cpu(cpu):
+    assert gemm.timing_plan("events", "warm", "cuda") == ("loop", None)
+    assert gemm.timing_plan("graph", "warm", "cuda") == ("graph", None)
+    mode, note = gemm.timing_plan("graph", "cold", "cuda")
+    assert mode == "each" and "warm L2 points only" in note
+    rec = gemm.measure_point(
+        cpu, shape="s", M=4, N=64, K=64, dtype="fp32", l2="warm", warmup=0, repeats=1, iters=1,
+        timing="graph",
+    )  # fmt: skip
+    assert rec["status"] == "skipped" and "CUDA graph" in rec["reason"]
+    cold = gemm.measure_point(
+        cpu, shape="s", M=4, N=64, K=64, dtype="fp32", l2="cold", warmup=0, repeats=1, iters=1,
+        timing="graph", flush_mb=1,
+    )  # fmt: skip
+    assert cold["status"] == "ok" and cold["timing_mode"] == "each"
+    assert "warm L2 points only" in cold["timing_note"]
+    with pytest.raises(ValueError, match="gemm.timing"):
+        gemm.timing_plan("sometimes", "warm", "cpu")
+
+
+def test_dispatch_bound_flag():
+    assert gemm.dispatch_bound("cpu", "loop", 10.0, 10.0) == (None, None)
+    assert gemm.dispatch_bound("cuda", "loop", 5.0, 4.5) == (0.9, True)
+    assert gemm.dispatch_bound("cuda", "loop", 50.0, 5.0) == (0.1, False)
+    assert gemm.dispatch_bound("cuda", "graph", 5.0, 0.1)[1] is None
+
+
+def test_adaptive_point_records_how_it_stopped(cpu):
+    rec = gemm.measure_point(
+        cpu, shape="s", M=8, N=256, K=128, dtype="fp32", l2="warm", warmup=1, repeats=3,
+        iters=2, target_spread=0.5, budget_s=2.0, max_repeats=40,
+    )  # fmt: skip
+    assert rec["status"] == "ok" and rec["stopped"] in ("target", "budget", "max_repeats")
+    assert rec["target_spread"] == 0.5 and rec["n_repeats"] >= 3
+    assert rec["target_reached"] == (rec["rel_ci"] <= 0.5)
+    assert rec["method"]["budget_s"] == 2.0 and rec["timing_mode"] == "loop"
+
+
+def test_roofline_flags_a_dispatch_bound_point(tmp_path):
+    """A GPU point whose host dispatch per call is close to its GPU time is flagged in the
+    table and named in its notes (constructed records: no GPU here)."""
+    import pandas as pd
+
+    from hwlab import roofline
+
+    def rec(M, t, dispatch, bound):
+        d = gemm.derived(M, 11008, 2048, "bf16", t * 1e-6)
+        return {"shape": "ffn", "dtype": "bf16", "l2": "warm", "M": M, "N": 11008, "K": 2048,
+                "status": "ok", "reason": None, "gpu_time_us": t, "wall_time_us": t,
+                "dispatch_us": dispatch, "dispatch_ratio": dispatch / t, "dispatch_bound": bound,
+                "timing_mode": "loop", **d}  # fmt: skip
+
+    spec = {"mem_bw_gbps": 4800, "peak_tflops": {"bf16": {"dense": 989.4, "sparse": 1978.9}}}
+    peaks = {"spec_key": "h200", "spec": spec,
+             "measured": {"tflops": {"bf16": 700}, "mem_bw_gbps": 4000}}  # fmt: skip
+    df = roofline.build_table([rec(1, 6.0, 5.5, True), rec(256, 40.0, 5.0, False)], peaks)
+    assert list(df.dispatch_bound) == [True, False]
+    roofline.write_markdown_table(df, peaks, "cuda", tmp_path / "r.csv", tmp_path / "r.md")
+    md = (tmp_path / "r.md").read_text()
+    assert "| dispatch-bound " in md and "dispatch-bound here: bf16 warm M=1." in md
+    assert bool(pd.read_csv(tmp_path / "r.csv").dispatch_bound.iloc[0]) is True

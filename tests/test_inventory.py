@@ -17,8 +17,12 @@ from hwlab.inventory import (
     load_rules,
     load_trace,
     matmul_rows,
+    own_name,
     parse_rules,
+    trace_source,
 )
+
+TRACES = REPO / "tests" / "fixtures" / "traces"
 
 RULES = load_rules(REPO / "config" / "kernel_classes.yaml")
 
@@ -269,3 +273,174 @@ def test_cli_bad_file_names_the_file(tmp_path):
     )
     assert proc.returncode == 2
     assert "missing.json" in proc.stderr and "Traceback" not in proc.stderr
+
+
+# ---- own names: templates, parameters and return types do not decide the class -----------
+
+
+@pytest.mark.parametrize(
+    "name,own",
+    [
+        ("void at::native::reduce_kernel<512, 1, at::native::ReduceOp<float>>(at::native::"
+         "ReduceOp<float>)", "at::native::reduce_kernel"),
+        ("void at::native::(anonymous namespace)::CatArrayBatchedCopy<float, unsigned int, 1>"
+         "(float*, at::native::(anonymous namespace)::CatArrInputTensorMetadata<float>)",
+         "at::native::CatArrayBatchedCopy"),
+        ("std::enable_if<(((8)>(0)))&&vllm::_typeConvert<c10::BFloat16>::exists, void>::type "
+         "vllm::fused_add_rms_norm_kernel<c10::BFloat16, 8>(c10::BFloat16*, long)",
+         "vllm::fused_add_rms_norm_kernel"),
+        ("ncclKernel_AllReduce_RING_LL_Sum_float(ncclWorkElem)",
+         "ncclKernel_AllReduce_RING_LL_Sum_float"),
+        ("Memcpy DtoD (Device -> Device)", "Memcpy DtoD (Device -> Device)"),
+        ("aten::mm", "aten::mm"),
+        ("gemvx::kernel", "gemvx::kernel"),
+    ],
+)  # fmt: skip
+def test_own_name_strips_templates_parameters_and_return_type(name, own):
+    assert own_name(name).own == own
+
+
+def test_generic_launchers_are_unwrapped_to_their_kernel():
+    kn = own_name(
+        "void cutlass::device_kernel<flash::enable_sm90_or_later<flash::FlashAttnFwdSm90<"
+        "cute::tuple<cute::C<128>>>>>(T1::Params)",
+        RULES.unwrap,
+    )
+    assert kn.own == "flash::FlashAttnFwdSm90"
+    kn = own_name(
+        "void cutlass::Kernel2<cutlass_80_wmma_tensorop_bf16_s161616gemm>(T::P)", RULES.unwrap
+    )
+    assert kn.own == "cutlass_80_wmma_tensorop_bf16_s161616gemm"
+    # a lower-case `kernel` is a name, not a launcher: gemvx::kernel<int, …> stays itself
+    assert own_name("void internal::gemvx::kernel<int, int>(int)", RULES.unwrap).own == (
+        "internal::gemvx::kernel"
+    )
+
+
+NEW_NAMES = {
+    # collectives (were `reduction`: "reduce" matched)
+    "ncclKernel_AllReduce_RING_LL_Sum_float(ncclWorkElem)": "comm",
+    "ncclDevKernel_AllReduce_Sum_f32_RING_LL(ncclDevKernelArgsStorage<4096ul>)": "comm",
+    "ncclDevKernel_ReduceScatter_Sum_bf16_RING_LL(ncclDevKernelArgsStorage<4096ul>)": "comm",
+    "ncclDevKernel_SendRecv(ncclDevKernelArgsStorage<4096ul>)": "comm",
+    "void (anonymous namespace)::multimem_all_reduce_kernel<c10::BFloat16, 16>(c10::BFloat16*, "
+    "unsigned long)": "comm",
+    "void c10d::symmetric_memory::two_shot_all_reduce_kernel<float, 16, 8>(float*, long)": "comm",
+    "void vllm::cross_device_reduce_1stage<__nv_bfloat16, 8>(vllm::RankData*, int)": "comm",
+    # names in template / parameter lists must not decide
+    "void fbgemm_gpu::permute_2D_data_kernel<false, int, int>(int, int const*)": "other",
+    "void split_embedding_codegen_forward_unweighted_kernel<c10::Half>(at::"
+    "GenericPackedTensorAccessor<c10::Half, 1ul, at::RestrictPtrTraits, long>)": "other",
+    "void fft2d_r2c_32x32<float, false, 5u, true>(float2*, float const*, int, cudnn::"
+    "reduced_divisor, bool, int2, int, int)": "other",
+    # newer GEMMs
+    "void cutlass::device_kernel<cutlass::gemm::kernel::GemmUniversal<cute::tuple<int, int, "
+    "int, int>, cutlass::gemm::collective::CollectiveMma<cutlass::gemm::"
+    "MainloopSm90TmaGmmaWarpSpecializedCooperative<4, cute::tuple<cute::C<1>>>, cute::tuple<"
+    "cute::C<128>>, cutlass::bfloat16_t>, cutlass::epilogue::collective::DefaultEpilogue<"
+    "float>>>(T1::Params)": "tc_gemm",
+    "void cutlass::device_kernel<cutlass::gemm::kernel::GemmUniversal<cute::tuple<int, int, "
+    "int, int>, cutlass::gemm::collective::CollectiveMma<cutlass::gemm::"
+    "MainloopSm100TmaUmmaWarpSpecialized<3, 2, 2>, float>>>(T1::Params)": "tc_gemm",
+    "bmm_Bfloat16_MxE2m1MxE4m3_Fp32_t128x16x256u2_s3_et128x16_m128x16x32_cga1x1x1_16dp256b_rM_"
+    "TN_transOut_schedP2x1x2x3_biasM_bN_tmaOpt_clmp_dynBatch_sm100f": "tc_gemm",
+    "void splitKreduce_kernel<32, 16, int, float, __nv_bfloat16, float, __nv_bfloat16, true, "
+    "false, false>(cublasSplitKParams<float>, __nv_bfloat16 const*)": "gemm",
+    "void cublasLt::splitKreduce_kernel<32, 16, int, float, float, float, float, true, true, "
+    "false>(cublasLt::cublasSplitKParams<float>, float const*)": "gemm",
+    "void gemmSN_TN_kernel_64addr<float, 128, 16, 2, 4, 8, 9, false, "
+    "cublasGemvTensorStridedBatched<float const>>(cublasGemmSmallNParams<float>)": "gemm",
+}
+
+
+@pytest.mark.parametrize("name,cls", sorted(NEW_NAMES.items()))
+def test_new_gpu_kernel_names(name, cls):
+    assert classify(name, None, RULES) == cls
+
+
+def test_template_condition_and_unwrap_in_rules():
+    rules = parse_rules(
+        {
+            "unwrap": ["^wrap$"],
+            "rules": [
+                {"class": "tc_gemm", "pattern": "^G$", "template": "Sm90"},
+                {"class": "gemm", "pattern": "^G$"},
+            ],
+        }
+    )
+    assert classify("wrap<G<MainloopSm90>>", None, rules) == "tc_gemm"
+    assert classify("wrap<G<Mainloop>>", None, rules) == "gemm"
+    with pytest.raises(ValueError, match=r"rules\[0\]: template '\(' is not a regex"):
+        parse_rules({"rules": [{"class": "gemm", "pattern": "x", "template": "("}]}, "f.yaml")
+    with pytest.raises(ValueError, match="unknown key"):
+        parse_rules({"rules": [], "unwarp": []}, "f.yaml")
+
+
+def test_capitalised_categories_of_older_kineto_are_read():
+    trace = load_trace(TRACES / "kineto2021_gpu_metrics.json.gz")
+    assert {e["cat"] for e in trace["traceEvents"]} == {"Kernel", "Memcpy"}
+    assert trace_source(trace) == "cuda"
+    rows = kernel_rows(trace)
+    assert sum(r["calls"] for r in rows) == 32
+
+
+# ---- class shares on real traces against my own reading of each kernel ---------------------
+
+
+def _labels() -> dict[str, dict[str, str]]:
+    import csv
+
+    out: dict[str, dict[str, str]] = {}
+    with open(TRACES / "labels.csv", newline="") as fh:
+        for r in csv.DictReader(fh):
+            out.setdefault(r["trace"], {})[r["kernel"]] = r["class"]
+    return out
+
+
+LABELS = _labels()
+
+
+def test_every_fixture_trace_is_labelled():
+    on_disk = {p.name for p in TRACES.glob("*.json.gz")}
+    assert on_disk == set(LABELS) and len(on_disk) == 5
+
+
+@pytest.mark.parametrize("trace", sorted(LABELS))
+def test_real_trace_kernel_classes_match_my_reading(trace):
+    wrong = {
+        n[:90]: (c, classify(n, None, RULES))
+        for n, c in LABELS[trace].items()
+        if classify(n, None, RULES) != c
+    }
+    assert not wrong, wrong
+
+
+@pytest.mark.parametrize("trace", sorted(LABELS))
+def test_real_trace_class_shares_match_my_reading(trace):
+    """Shares computed independently (my label per kernel x the events' durations, summed
+    here from the raw events) against the inventory's class shares."""
+    data = json.loads(gzip.decompress((TRACES / trace).read_bytes()))
+    mine: dict[str, float] = dict.fromkeys(CLASSES, 0.0)
+    for e in data["traceEvents"]:
+        mine[LABELS[trace][e["name"]]] += float(e["dur"])
+    total = sum(mine.values())
+    rows = classify_rows(kernel_rows(load_trace(TRACES / trace)), RULES)
+    got = {s["class"]: s["share"] for s in class_shares(rows) if s["phase"] == "all"}
+    for cls in CLASSES:
+        assert got[cls] == pytest.approx(mine[cls] / total, abs=1e-9), cls
+
+
+def test_real_trace_headline_shares():
+    """The numbers a reader of these traces would quote."""
+
+    def shares(trace):
+        rows = classify_rows(kernel_rows(load_trace(TRACES / trace)), RULES)
+        return {s["class"]: s["share"] for s in class_shares(rows)}
+
+    b200 = shares("b200_eager_tracelens.json.gz")
+    assert b200["comm"] == pytest.approx(0.1836, abs=5e-4)  # multimem all-reduce + all-gather
+    assert b200["tc_gemm"] == pytest.approx(0.5142, abs=5e-4)  # bmm_…_sm100f + nvjet
+    a100 = shares("a100_sampled_rank0_hta.json.gz")
+    assert a100["comm"] == pytest.approx(0.724, abs=5e-4)  # NCCL SendRecv
+    h100 = shares("h100_qwen1.5-0.5b_tracelens.json.gz")
+    assert h100["attention"] == pytest.approx(0.0845, abs=5e-4)

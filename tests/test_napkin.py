@@ -4,6 +4,7 @@ its own formula, the parallelism table's models, and the ``hwlab napkin tp`` com
 import json
 
 import pytest
+from helpers import REPO
 
 from hwlab import catalog as cat
 from hwlab import napkin as N
@@ -108,9 +109,45 @@ def test_cli_any_model_and_json(capsys):
     assert out["comm_ms"]["200 GB/s"] == pytest.approx(ring / 200e9 * 1e3)
 
 
-def test_cli_bad_input_is_a_clear_error(capsys):
-    assert main(["napkin", "tp", "--tp", "0"]) == 2
-    assert "tp must be >= 1" in capsys.readouterr().err
-    assert main(["napkin", "tp", "--busbw", "-5"]) == 2
-    assert main(["napkin", "tp", "--hardware", "nope"]) == 2
-    assert "not in the catalog" in capsys.readouterr().err
+def _exit_code(argv, capsys) -> tuple[int, str]:
+    try:
+        code = main(argv)
+    except SystemExit as e:  # argparse rejects a bad value before the napkin runs
+        code = e.code
+    return code, capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    "argv,msg",
+    [
+        (["--tp", "0"], "argument --tp: must be an integer >= 1, got '0'"),
+        (["--busbw", "-5"], "argument --busbw: must be > 0, got '-5'"),
+        (["--busbw", "nan"], "argument --busbw: must be a finite number, got 'nan'"),
+        (["--bytes-per-el", "0"], "argument --bytes-per-el: must be > 0, got '0'"),
+        (["--allreduces-per-layer", "-1"], "argument --allreduces-per-layer: must be an integer"),
+        (["--d-model", "x"], "argument --d-model: 'x' is not an integer"),
+        (["--hardware", "nope"], "not in the catalog"),
+    ],
+)
+def test_cli_bad_input_is_a_clear_error(argv, msg, capsys):
+    code, err = _exit_code(["napkin", "tp", *argv], capsys)
+    assert code == 2 and msg in err, err
+    assert len(err.strip().splitlines()) == 1 and "Traceback" not in err
+
+
+def test_cli_tp_help_has_every_default():
+    import subprocess
+    import sys
+
+    out = subprocess.run(
+        [sys.executable, "-m", "hwlab.cli", "napkin", "tp", "--help"],
+        capture_output=True, text=True, cwd=REPO, timeout=60,
+    ).stdout  # fmt: skip
+    flat = " ".join(out.split()).split("options:")[1]
+    for opt, default in (("--d-model", "8192"), ("--layers", "80"), ("--batch", "32"),
+                         ("--seq", "2048"), ("--tp", "8"), ("--bytes-per-el", "2"),
+                         ("--allreduces-per-layer", "2")):  # fmt: skip
+        i = flat.index(f"{opt} {opt[2:].upper().replace('-', '_')}")
+        assert f"(default: {default})" in flat[i : i + 200], opt
+    assert "--busbw" in flat and "none given: the writeup's ~750 GB/s" in flat
+    assert "(default: None)" not in flat

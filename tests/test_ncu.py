@@ -348,7 +348,7 @@ def test_ncu_command_from_the_default_config(mapping):
     )
     assert cmd[:3] == ["/opt/ncu", "--profile-from-start", "off"]
     pairs = dict(zip(cmd[1 : -len(target)], cmd[2 : -len(target)], strict=False))
-    assert pairs["--kernel-name"] == "regex:flash_fwd|fmha|FlashAttn|fmhaSm100|native_sdpa"
+    assert pairs["--kernel-name"] == f"regex:{cfg['kernel_regex']}"
     assert pairs["--launch-count"] == "4"
     assert pairs["--clock-control"] == "base" and pairs["--cache-control"] == "all"
     sections = [cmd[i + 1] for i, a in enumerate(cmd) if a == "--section"]
@@ -512,3 +512,141 @@ def test_gemm_dram_numbers():
     assert row["dram_bytes_read"] == 46e6 and row["duration_us"] == pytest.approx(32.0)
     assert row["dram_read_gbps"] == pytest.approx(46e6 / 32e-6 / 1e9)
     assert ncu.analytic_read_bytes(1, 11008, 2048, "bf16") == (2048 + 11008 * 2048) * 2
+
+
+# ---- the Lab 1b filter, the ncu_report fallback, the clock-control retry -----------------
+@pytest.mark.parametrize(
+    ("name", "captured"),
+    [
+        ("flash_fwd_kernel", True),
+        ("pytorch_flash::flash_fwd_splitkv_kernel", True),
+        ("flash_fwd_splitkv_combine_kernel", False),  # the combine step, not attention
+        ("fmha_cutlassF_bf16_aligned_64x128_rf_sm80", True),
+        ("cudnn_generated_fort_native_sdpa_sm90_flash_fprop_wgmma_f16_knob_3_64x64x128", True),
+        ("flash::FlashAttnFwdSm90", True),
+        ("nvjet_tst_64x8_64x16_4x1_v_bz_TNT", False),
+    ],
+)
+def test_default_kernel_regex_takes_the_attention_kernel_itself(name, captured):
+    import re
+
+    cfg = yaml.safe_load((REPO / "config" / "config.yaml").read_text())["ncu"]
+    schema = yaml.safe_load((REPO / "config" / "schema.yaml").read_text())
+    assert (
+        schema["properties"]["ncu"]["properties"]["kernel_regex"]["default"] == cfg["kernel_regex"]
+    )
+    assert bool(re.search(cfg["kernel_regex"], name)) is captured
+
+
+def test_lab1b_table_names_every_kernel_captured():
+    m = ncu.load_mapping()
+    s1 = ncu.BatchSummary(batch=1, status="ok", kernel="flash_fwd_splitkv_kernel", launches=3)
+    s1.other_kernels = {"flash_fwd_splitkv_combine_kernel": 1}
+    s32 = ncu.BatchSummary(batch=32, status="skipped", reason="no GPU")
+    md = ncu.lab1b_markdown([s1, s32], m, ncu.lab1b_rows([s1, s32], m))
+    assert (
+        "| Kernels captured | flash_fwd_splitkv_kernel ×3, flash_fwd_splitkv_combine_kernel ×1"
+        " | — |  |" in md
+    )
+
+
+def test_ncu_report_falls_back_to_nsight_computes_extras_python(tmp_path):
+    """No installed ncu_report: the module Nsight Compute ships in extras/python beside the
+    ncu binary is used (here the installed package, linked into a fake install tree)."""
+    real = pytest.importorskip("ncu_report")
+    install = tmp_path / "opt" / "nvidia" / "nsight-compute" / "2025.3.1"
+    (install / "extras" / "python").mkdir(parents=True)
+    _exe(install / "ncu")
+    (install / "extras" / "python" / "ncu_report").symlink_to(Path(real.__file__).parent)
+    code = f"""
+import sys
+sys.modules["ncu_report"] = None          # as if pip's ncu-report were not installed
+from hwlab.ncu import import_ncu_report, NcuReportMissing
+try:
+    import ncu_report
+    raise SystemExit("the plain import should fail here")
+except ImportError:
+    pass
+mod = import_ncu_report({str(install / "ncu")!r}, dirs=())
+print(mod.__file__)
+assert hasattr(mod, "load_report")
+sys.modules["ncu_report"] = None
+try:
+    import_ncu_report({str(tmp_path / "nowhere" / "ncu")!r}, dirs=())
+except NcuReportMissing as e:
+    print("MISSING", e)
+"""
+    env = {**os.environ, "PYTHONPATH": str(REPO), "PATH": "/usr/bin:/bin"}
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env)
+    assert proc.returncode == 0, proc.stderr
+    first, missing = proc.stdout.strip().splitlines()
+    assert first.startswith(str(install / "extras" / "python" / "ncu_report"))
+    assert (
+        missing.startswith("MISSING cannot import ncu_report")
+        and "pip install ncu-report" in missing
+    )
+
+
+FAKE_NCU = """#!/bin/sh
+# Stand-in for ncu (no GPU here): refuses --clock-control base like a host that cannot lock
+# clocks, and with none writes the real example report to its -o path.
+out=""; clock=""
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --version) echo "NVIDIA (R) Nsight Compute Command Line Profiler (stand-in)"; exit 0;;
+    -o) out="$2"; shift;;
+    --clock-control) clock="$2"; shift;;
+  esac
+  shift
+done
+if [ "$clock" = "base" ]; then
+  echo "==ERROR== Failed to lock GPU clocks to base (stand-in)"; exit 1
+fi
+cp "{report}" "$out"
+echo "==PROF== Report: $out"
+"""
+
+
+def _capture(tmp_path, ncu_bin):
+    from hwlab.ncu_capture import capture_gemm
+
+    dev = tmp_path / "device.json"
+    dev.write_text(json.dumps({"kind": "cuda", "name": "stand-in", "index": 0}))
+    out = tmp_path / "ncu" / "m16.json"
+    return out, capture_gemm(
+        str(out), device_json=str(dev), mapping_path=str(ncu.DEFAULT_METRICS), shape="s",
+        M=16, N=64, K=64, dtype="bf16", seed=0, launch_count=1, clock_control="base",
+        cache_control="all", ncu_path=str(ncu_bin),
+    )  # fmt: skip
+
+
+def test_clock_control_refused_is_retried_with_none(report, tmp_path):
+    fake = tmp_path / "bin" / "ncu"
+    fake.parent.mkdir()
+    fake.write_text(FAKE_NCU.format(report=report))
+    fake.chmod(0o755)
+    out, rec = _capture(tmp_path, fake)
+    assert rec["status"] == "ok", rec["reason"]
+    assert rec["clock_control_requested"] == "base" and rec["clock_control"] == "none"
+    assert "Failed to lock GPU clocks" in rec["clock_control_fallback"]["because"]
+    assert [a["command"][a["command"].index("--clock-control") + 1] for a in rec["attempts"]] == [
+        "base",
+        "none",
+    ]
+    assert rec["kernels"] == {"addConstDouble": 1}
+    assert out.with_suffix(".ncu-rep").is_file()
+
+
+def test_capture_without_ncu_report_is_failed_and_keeps_the_report(report, tmp_path, monkeypatch):
+    fake = tmp_path / "bin" / "ncu"
+    fake.parent.mkdir()
+    fake.write_text(FAKE_NCU.format(report=report).replace('"base"', '"never"'))
+    fake.chmod(0o755)
+    monkeypatch.setitem(sys.modules, "ncu_report", None)
+    monkeypatch.setattr(ncu, "NCU_REPORT_DIRS", ())
+    monkeypatch.setenv("PATH", "/usr/bin:/bin")
+    out, rec = _capture(tmp_path, fake)
+    assert rec["status"] == "failed"
+    assert rec["reason"].startswith("ncu wrote a report but it cannot be read here: cannot import")
+    assert rec["report_unread"] == "m16.ncu-rep" and out.with_suffix(".ncu-rep").is_file()
+    assert json.loads(out.read_text())["status"] == "failed"

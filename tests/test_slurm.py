@@ -108,11 +108,13 @@ def test_profile_runs_through_sbatch(slurm, tmp_path):
         "device",
         "provenance",
         "peaks",
-        "gemm_point",
+        "gemm_sweep",
         "model",
         "decode_batch",
         "ncu_capture",
         "allreduce",
+        "hierarchy_memory",
+        "hierarchy_link",
     }
     assert len(job_ids) >= len(remote_rules), log[-3000:]
     acct = sacct(job_ids)
@@ -121,7 +123,8 @@ def test_profile_runs_through_sbatch(slurm, tmp_path):
 
     # GPU rules asked for their GPU: sacct shows it, the job saw CUDA_VISIBLE_DEVICES
     gpu_jobs = sum("gres/gpu=1" in r["tres"] for r in acct.values())
-    assert gpu_jobs == 5, acct  # device, peaks, gemm_point, decode_batch, ncu_capture
+    # device, peaks, gemm_sweep, decode_batch, ncu_capture, hierarchy_memory, hierarchy_link
+    assert gpu_jobs == 7, acct
     res = slurm_wd / "results" / "slurm"
     device = json.loads((res / "device.json").read_text())
     assert device["cuda_visible_devices"] not in (None, "")

@@ -72,7 +72,15 @@ def test_inventory_tables(tiny_run):
     assert {"batch", "kernel", "class", "calls", "time_us", "share"} <= set(inv.columns)
     assert set(inv.phase) == {"decode", "prefill"}
     cls = pd.read_csv(res / "tables" / "kernel_classes.csv")
-    assert list(cls.columns) == ["batch", "phase", "class", "time_us", "share"]
+    assert list(cls.columns) == [
+        "batch", "phase", "class", "time_us", "share", "share_lo", "share_hi", "n_steps",
+        "itemised",
+    ]  # fmt: skip
+    # each decode share carries its min-max over the profiled steps (2 in the tiny config)
+    d = cls[cls.phase == "decode"]
+    assert (d.n_steps == 2).all()
+    assert (d.share_lo <= d.share + 1e-12).all() and (d.share <= d.share_hi + 1e-12).all()
+    assert (d.share_hi > d.share_lo).any()
     for (batch, phase), g in cls.groupby(["batch", "phase"]):
         assert g.share.sum() == pytest.approx(1.0), (batch, phase)
     for (batch, phase), g in inv.groupby(["batch", "phase"]):
@@ -134,7 +142,7 @@ def test_adding_a_batch_reruns_one_decode_job(tiny_run, tmp_path):
     jobs = planned_jobs(proc)
     assert jobs.get("decode_batch") == 1 and jobs.get("decode_tables") == 1
     assert "results/tiny/decode/b3.json" in proc.stdout
-    assert "model" not in jobs and "peaks" not in jobs and "gemm_point" not in jobs
+    assert "model" not in jobs and "peaks" not in jobs and "gemm_sweep" not in jobs
     # only the aggregation, env.json (its config digest) and the findings besides the new job
     assert set(jobs) <= {"decode_batch", "decode_tables", "provenance", "findings", "all"}, jobs
 

@@ -5,7 +5,7 @@ import shutil
 
 import pandas as pd
 import yaml
-from helpers import REPO, TINY, smk, write_config
+from helpers import REPO, TINY, planned_jobs, smk, write_config
 
 ROOFLINE_COLUMNS = [
     "shape",
@@ -93,22 +93,51 @@ def _planned_outputs(proc):
     }
 
 
-def test_adding_one_M_reruns_only_its_points(tiny_run, tmp_path):
+def test_adding_one_M_reruns_the_gemm_sweeps_only(tiny_run, tmp_path):
+    """One job per sweep: a new M reruns each sweep (shape x dtype x L2), nothing else
+    measured (no peaks, no decode), plus the aggregation written from them."""
     wd, _, res = tiny_run
     cfg = yaml.safe_load(yaml.safe_dump(TINY))
     cfg["gemm"]["M"] = [1, 16, 32]
     proc = smk(wd, "all", "-n", configfile=write_config(tmp_path / "more.yaml", cfg))
     assert proc.returncode == 0, proc.stderr
-    jobs = _planned_outputs(proc)
-    gemm_jobs = {j for j in jobs if "/gemm/" in j}
-    assert gemm_jobs == {
-        f"results/tiny/gemm/small/{d}/{l2}/m32.json"
-        for d in ("fp32", "fp8")
-        for l2 in ("warm", "cold")
-    }
-    others = jobs - gemm_jobs
+    jobs = planned_jobs(proc)
+    assert jobs.pop("gemm_sweep") == 4  # fp32, fp8 x warm, cold
     # aggregation only, plus env.json (its config digest) and the findings written from both
-    assert all("roofline" in j or j.endswith("env.json") or "findings" in j for j in others), others
+    assert set(jobs) <= {"roofline", "provenance", "findings", "all"}, jobs
+    outs = _planned_outputs(proc)
+    assert any("results/tiny/gemm/small/fp32/cold/m32.json" in o for o in outs)
+
+
+def test_a_deleted_point_reruns_its_sweep_only(tiny_run, tmp_path):
+    wd, cfg, res = tiny_run
+    point = res / "gemm" / "small" / "fp32" / "cold" / "m16.json"
+    saved = point.read_bytes()
+    point.unlink()
+    try:
+        proc = smk(wd, "all", "-n", configfile=cfg)
+        assert proc.returncode == 0, proc.stderr
+        jobs = planned_jobs(proc)
+        assert jobs.get("gemm_sweep") == 1, jobs
+        swept = [o for o in _planned_outputs(proc) if "/gemm/" in o]
+        assert len(swept) == 1 and "gemm/small/fp32/cold/m1.json" in swept[0], swept
+    finally:
+        point.write_bytes(saved)
+
+
+def test_sweep_records_carry_the_adaptive_and_timing_fields(tiny_run):
+    res = tiny_run[2]
+    rec = json.loads((res / "gemm" / "small" / "fp32" / "warm" / "m16.json").read_text())
+    for k in ("rel_spread", "rel_ci", "n_repeats", "target_reached", "stopped", "wall_time_us",
+              "dispatch_us", "timing_mode", "timing", "memory_estimate_bytes"):  # fmt: skip
+        assert k in rec, k
+    assert rec["timing_mode"] == "loop" and rec["dispatch_bound"] is None  # a CPU: n/a
+    df = pd.read_csv(res / "tables" / "roofline.csv")
+    assert {"dispatch_us", "dispatch_bound", "timing_mode", "n_repeats", "rel_ci"} <= set(
+        df.columns
+    )
+    md = (res / "tables" / "roofline.md").read_text()
+    assert "dispatch-bound is not applicable" in md and "| timing " in md
 
 
 def test_changing_a_method_param_reruns_the_points(tiny_run, tmp_path):
@@ -116,9 +145,8 @@ def test_changing_a_method_param_reruns_the_points(tiny_run, tmp_path):
     cfg = yaml.safe_load(yaml.safe_dump(TINY))
     cfg["gemm"]["iters"] = 4
     proc = smk(wd, "all", "-n", configfile=write_config(tmp_path / "iters.yaml", cfg))
-    gemm_jobs = {j for j in _planned_outputs(proc) if "/gemm/" in j}
-    assert len(gemm_jobs) == 8
-    assert not any("peaks.json" in j for j in _planned_outputs(proc))
+    jobs = planned_jobs(proc)
+    assert jobs.get("gemm_sweep") == 4 and "peaks" not in jobs, jobs
 
 
 def test_editing_package_code_reruns_dependent_jobs(tmp_path):
@@ -141,6 +169,6 @@ def test_editing_package_code_reruns_dependent_jobs(tmp_path):
     mod.write_text(mod.read_text() + "\n# a change\n")
     proc = smk(wd, "all", "-n", configfile=cfgfile, snakefile=repo / "Snakefile")
     jobs = _planned_outputs(proc)
-    assert "results/tiny/gemm/small/fp32/warm/m4.json" in jobs
+    assert any("results/tiny/gemm/small/fp32/warm/m4.json" in j for j in jobs)
     assert "results/tiny/peaks.json" in jobs  # peaks times GEMMs with gemm.py too
     assert "results/tiny/device.json" not in jobs

@@ -26,7 +26,16 @@ from hwlab import records
 
 pytestmark = pytest.mark.slow
 
-MEASURING = {"peaks", "gemm_point", "decode_batch", "allreduce", "ncu_capture", "ncu_gemm_capture"}
+MEASURING = {
+    "peaks",
+    "gemm_sweep",
+    "decode_batch",
+    "allreduce",
+    "ncu_capture",
+    "ncu_gemm_capture",
+    "hierarchy_memory",
+    "hierarchy_link",
+}
 
 
 def _cfg(run: str, **sections) -> dict:
@@ -235,7 +244,7 @@ def test_missing_and_invalid_records_are_regenerated(tiny_copy):
     assert "fp32/cold/m16.json is invalid: its l2 is 'warm' but its path says 'cold'" in err
     assert (gemm / "fp32/cold/.m1.json.invalid").is_file()  # kept, not deleted
     jobs = planned_jobs(proc)
-    assert jobs["gemm_point"] == 3 and jobs["decode_batch"] == 1
+    assert jobs["gemm_sweep"] == 2 and jobs["decode_batch"] == 1  # fp32 warm and cold
     assert jobs["roofline"] == 1 and jobs["decode_tables"] == 1
     assert "peaks" not in jobs and "allreduce" not in jobs  # nothing else re-measured
 
