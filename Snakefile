@@ -13,7 +13,16 @@ import sys
 sys.path.insert(0, workflow.basedir)
 
 
-# the embedded default, found beside this file whatever the working directory (-d)
+from hwlab.config import ConfigError, load_yaml
+
+# the embedded default, found beside this file whatever the working directory (-d); a
+# YAML error in it names the file and the line (Snakemake's own message names neither)
+try:
+    load_yaml(os.path.join(workflow.basedir, "config", "config.yaml"), "config file")
+except ConfigError as _e:
+    sys.exit(f"hwlab: invalid configuration — nothing was run.\n  {_e}")
+
+
 configfile: os.path.join(workflow.basedir, "config", "config.yaml")
 
 
@@ -38,7 +47,27 @@ localrules:
     all,
 
 
+# invalid records are moved aside, and every record is a target: what is missing or
+# invalid is regenerated, then what is made from it (rules/common.smk, repair)
+repair_records()
+
+
+# before any job starts (and so before Snakemake removes any output): what the host
+# cannot do (device: cuda without CUDA, an interpreter path with a space)
+onstart:
+    host_checks()
+
+
+# a failed job's reason on the console, not only in its log
+onerror:
+    from hwlab.logs import failure_report
+
+    for _line in failure_report(log):
+        print(_line, file=sys.stderr)
+
+
 rule all:
     default_target: True
     input:
         all_outputs(),
+        record_files(),

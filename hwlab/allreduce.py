@@ -30,12 +30,14 @@ What is timed and how (nccl-tests' blocking mode, as ml-engineering's all_reduce
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
+import signal
 import socket
 import subprocess
 import sys
-import tempfile
+import threading
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -43,6 +45,7 @@ from typing import Any
 
 from hwlab import formulas as F
 from hwlab.io import OK, OOM, SKIPPED, read_json, record, with_window, write_json
+from hwlab.lock import owned_tempdir
 
 REPO = Path(__file__).resolve().parent.parent
 BACKENDS = ("gloo", "nccl")
@@ -369,6 +372,160 @@ def torchrun_command(
     ]
 
 
+# ---- processes that die with the job ------------------------------------------------------
+# SIGKILL of the job (or of Snakemake's whole process group) must not leave ranks running:
+# they would finish the sweep, hold the GPUs and overlap the next measurement. torchrun
+# starts each rank in a session of its own, so killing the job's process group does not
+# reach them. Hence: the job asks the kernel to SIGKILL torchrun when the job dies
+# (PR_SET_PDEATHSIG, set between fork and exec); each rank does the same for its torchrun
+# and, for the instant before that, watches the job itself (pid + start time); on SIGTERM,
+# SIGINT or SIGHUP the job stops torchrun and its ranks, removes its scratch folder and
+# exits; a scratch folder left by a SIGKILL is swept by the next job (hwlab.lock).
+
+TMP_PREFIX = ".allreduce-"
+PR_SET_PDEATHSIG = 1
+ENV_JOB = "HWLAB_JOB"  # "host:pid:starttime" of the job that started the ranks
+
+
+def set_parent_death_signal(sig: int = signal.SIGKILL) -> bool:
+    """Ask Linux to send ``sig`` to this process when its parent dies (False elsewhere)."""
+    if not sys.platform.startswith("linux"):
+        return False
+    import ctypes
+
+    libc = ctypes.CDLL(None, use_errno=True)
+    return libc.prctl(PR_SET_PDEATHSIG, int(sig), 0, 0, 0) == 0
+
+
+def _start_time(pid: int) -> str | None:
+    """The start time of ``pid`` (clock ticks since boot, /proc/PID/stat field 22)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    return stat.rsplit(")", 1)[1].split()[19]
+
+
+def job_identity() -> dict[str, str]:
+    pid = os.getpid()
+    return {ENV_JOB: f"{socket.gethostname()}:{pid}:{_start_time(pid) or ''}"}
+
+
+def job_alive(identity: str | None) -> bool:
+    """Whether the job named by ``identity`` still runs (True if it cannot be told: on
+    another host, or without /proc)."""
+    if not identity:
+        return True
+    host, pid, start = (identity.split(":") + ["", "", ""])[:3]
+    if host != socket.gethostname() or not pid.isdigit() or not start:
+        return True
+    return _start_time(int(pid)) == start
+
+
+def _die_with_parent(parent: int):
+    def preexec() -> None:  # in the child, between fork and exec
+        set_parent_death_signal(signal.SIGKILL)
+        if os.getppid() != parent:  # the job died before the line above
+            os._exit(1)
+
+    return preexec
+
+
+class _Stop(BaseException):
+    """Raised in the job's main thread by SIGTERM / SIGINT / SIGHUP."""
+
+    def __init__(self, signum: int):
+        super().__init__(signum)
+        self.signum = signum
+
+
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
+
+
+@contextlib.contextmanager
+def _signals_stop():
+    """SIGTERM / SIGINT / SIGHUP raise :class:`_Stop` in the main thread; once one has,
+    later ones are ignored while the job cleans up (Snakemake, shutting down, may send its
+    own), and the job exits with 128 + the signal number instead of dying of it."""
+
+    stopped = []
+
+    def handler(signum, _frame):
+        for s in STOP_SIGNALS:
+            signal.signal(s, signal.SIG_IGN)
+        stopped.append(signum)
+        raise _Stop(signum)
+
+    old = {s: signal.signal(s, handler) for s in STOP_SIGNALS}
+    try:
+        yield
+    finally:
+        if not stopped:  # else: keep ignoring them until the job has exited
+            for s, h in old.items():
+                signal.signal(s, h)
+
+
+def _stop(proc: subprocess.Popen, grace_s: float = 10.0) -> None:
+    """Stop torchrun: SIGTERM (it stops its ranks), then SIGKILL after ``grace_s``."""
+    if proc.poll() is not None:
+        return
+    with contextlib.suppress(ProcessLookupError):
+        proc.send_signal(signal.SIGTERM)
+    try:
+        proc.wait(grace_s)
+    except subprocess.TimeoutExpired:
+        with contextlib.suppress(ProcessLookupError):
+            proc.kill()
+        proc.wait()
+
+
+def run_bound(cmd: list[str], *, env: dict[str, str]) -> int:
+    """Run the launcher bound to this job (see above); its exit code. A signal to the job
+    stops the launcher and its ranks, then exits the job with 128 + the signal number."""
+    with _signals_stop():
+        proc = None
+        try:
+            proc = subprocess.Popen(
+                cmd,
+                env=env,
+                stdout=sys.stderr,
+                stderr=sys.stderr,
+                preexec_fn=_die_with_parent(os.getpid()),
+            )
+            return proc.wait()
+        except _Stop as e:
+            msg = (
+                f"hwlab allreduce: {signal.Signals(e.signum).name}: stopping torchrun and its "
+                "ranks, removing the scratch folder\n"
+            )
+            with contextlib.suppress(OSError):
+                os.write(2, msg.encode())
+            if proc is not None:
+                _stop(proc)
+            raise SystemExit(128 + e.signum) from None
+        finally:
+            if proc is not None and proc.poll() is None:
+                _stop(proc, grace_s=2.0)
+
+
+def rank_failure(returncode: int) -> str:
+    if returncode < 0:
+        return f"torchrun was killed by {signal.Signals(-returncode).name}"
+    return "the ranks' output is above in this log (torchrun's 'Root Cause' names the rank)"
+
+
+def watch_job(identity: str | None, interval_s: float = 1.0) -> None:
+    """In a rank: exit at once if the job that started the sweep is gone."""
+
+    def loop() -> None:
+        while True:
+            if not job_alive(identity):
+                os._exit(1)
+            time.sleep(interval_s)
+
+    threading.Thread(target=loop, name="hwlab-job-watch", daemon=True).start()
+
+
 def plan_points(
     dtype: str,
     min_bytes: int,
@@ -509,7 +666,7 @@ def measure(
         return rec
 
     start = time.time()
-    with tempfile.TemporaryDirectory(dir=Path(out_json).parent, prefix=".allreduce-") as tmp:
+    with owned_tempdir(Path(out_json).parent, TMP_PREFIX) as tmp:
         spec = {
             "backend": resolved,
             "dtype": dtype,
@@ -536,13 +693,14 @@ def measure(
                 [str(REPO), *filter(None, [os.environ.get("PYTHONPATH")])]
             ),
             "OMP_NUM_THREADS": str(spec["threads_per_rank"]),
+            **job_identity(),
         }
         print("hwlab allreduce:", " ".join(cmd), file=sys.stderr, flush=True)
-        proc = subprocess.run(cmd, env=env, stdout=sys.stderr, stderr=sys.stderr)
-        if proc.returncode != 0 or not Path(spec["raw"]).is_file():
+        returncode = run_bound(cmd, env=env)
+        if returncode != 0 or not Path(spec["raw"]).is_file():
             raise RuntimeError(
-                f"torchrun exited with code {proc.returncode} before writing results; "
-                "the ranks' output is above in this log"
+                f"torchrun exited with code {returncode} before writing results: "
+                f"{rank_failure(returncode)}"
             )
         raw = read_json(spec["raw"])
     fields["method"]["command"] = cmd
@@ -594,6 +752,9 @@ def write_sweep(out_json: str, out_csv: str, *, device_json: str, threads: int, 
 
 
 def _main(argv: list[str] | None = None) -> int:
+    # die with torchrun, and with the job if torchrun died before this line
+    set_parent_death_signal(signal.SIGKILL)
+    watch_job(os.environ.get(ENV_JOB))
     ap = argparse.ArgumentParser(description="one AllReduce rank (started by torchrun)")
     ap.add_argument("--spec", required=True, help="JSON spec written by hwlab.allreduce")
     args = ap.parse_args(argv)

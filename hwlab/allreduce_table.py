@@ -15,7 +15,7 @@ from typing import Any
 
 from hwlab import formulas as F
 from hwlab.alphabeta import METHOD, fit_alpha_beta
-from hwlab.io import OK, read_json, write_table, write_text
+from hwlab.io import OK, write_table, write_text
 from hwlab.io import markdown as md_table
 
 TABLE_COLUMNS = [
@@ -369,7 +369,9 @@ def write_allreduce(
     points: list[str], *, csv: str, md: str, fit_csv: str, png: str, svg: str
 ) -> None:
     """Snakemake entry: every sweep record -> table, fit, Markdown and figure."""
-    records = [read_json(p) for p in points]
+    from hwlab.records import read_all
+
+    records = read_all(points, "allreduce")
     df = table(records)
     fit_df = fits(df)
     write_table(df, csv)

@@ -11,17 +11,18 @@ import re
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 DEFAULT_CATALOG = Path(__file__).resolve().parent.parent / "config" / "hardware.yaml"
 
 
 def load(path: str | Path = DEFAULT_CATALOG) -> dict[str, dict[str, Any]]:
-    with open(path) as fh:
-        data = yaml.safe_load(fh)
+    from hwlab.config import load_yaml
+
+    data = load_yaml(path, "hardware catalog")
     if not isinstance(data, dict) or not data:
         raise ValueError(f"{path}: a hardware catalog is a non-empty mapping of entries")
     for key, entry in data.items():
+        if not isinstance(entry, dict):
+            raise ValueError(f"{path}: entry {key!r} is not a mapping")
         for field in ("name", "mem_bw_gbps", "memory_gb", "peak_tflops", "sources"):
             if field not in entry:
                 raise ValueError(f"{path}: entry {key!r} lacks {field!r}")
@@ -68,3 +69,23 @@ def peak_tflops(entry: dict[str, Any] | None, dtype: str, sparse: bool = False) 
     if not by_dtype:
         return None
     return by_dtype.get("sparse" if sparse else "dense")
+
+
+def write_hardware_json(out: str, *, device_json: str, hardware: str, catalog_path: str) -> None:
+    """``hardware.json``: the catalog entry this run is compared with, and why."""
+    from hwlab import records
+    from hwlab.io import write_json
+
+    info = records.read(device_json, "device")
+    entries = load(catalog_path)
+    key, how = resolve(hardware, info, entries)
+    write_json(
+        out,
+        {
+            "requested": hardware,
+            "device_name": info.get("name"),
+            "catalog_key": key,
+            "catalog_reason": how,
+            "spec": entries.get(key) if key else None,
+        },
+    )

@@ -18,6 +18,7 @@ COMMAND_MODULES = [
     "hwlab.ncu",
     "hwlab.cli_napkin",
     "hwlab.inventory",
+    "hwlab.cli_config",
     "hwlab.preflight",
 ]
 
@@ -35,7 +36,32 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def describe_error(e: BaseException) -> str:
+    """One line for an error that ends a command (no traceback)."""
+    import gzip
+    import zlib
+
+    if isinstance(e, KeyError) and e.args:
+        msg = str(e.args[0])
+    elif isinstance(e, IsADirectoryError):
+        msg = f"{e.filename}: is a directory, not a file"
+    elif isinstance(e, FileNotFoundError):
+        msg = f"{e.filename}: no such file" if e.filename else str(e)
+    elif isinstance(e, OSError) and e.filename and e.strerror:
+        msg = f"{e.filename}: {e.strerror}"
+    elif isinstance(e, EOFError | gzip.BadGzipFile | zlib.error):
+        msg = f"truncated or corrupt compressed input ({e})"
+    elif isinstance(e, ValueError | RuntimeError):
+        msg = str(e)
+    else:
+        msg = f"{type(e).__name__}: {e}"
+    lines = [ln for ln in msg.splitlines() if ln.strip()]
+    return lines[0] if lines else type(e).__name__
+
+
 def main(argv: list[str] | None = None) -> int:
+    """Run one command; any error ends it with one line on stderr and exit code 2
+    (HWLAB_DEBUG=1 shows the traceback instead)."""
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
@@ -43,9 +69,13 @@ def main(argv: list[str] | None = None) -> int:
     except BrokenPipeError:  # `hwlab … | head`: the reader left; not an error
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 0
-    except (ValueError, KeyError, FileNotFoundError) as e:
-        msg = e.args[0] if isinstance(e, KeyError) and e.args else e
-        print(f"hwlab {args.command}: {msg}", file=sys.stderr)
+    except KeyboardInterrupt:
+        print(f"hwlab {args.command}: interrupted", file=sys.stderr)
+        return 130
+    except Exception as e:  # noqa: BLE001 - the generic guard: never a traceback
+        if os.environ.get("HWLAB_DEBUG"):
+            raise
+        print(f"hwlab {args.command}: {describe_error(e)}", file=sys.stderr)
         return 2
 
 

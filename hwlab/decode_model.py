@@ -786,10 +786,12 @@ def write_decode_model(
     predict_batches: list[int],
     goal_pct: float,
     out: dict[str, str],
+    hardware_json: str | None = None,
 ) -> pd.DataFrame:
     """The decode_model job: tables/decode_model.csv|md, figures/decode_model.png|svg.
     Each batch's split comes from its trace; where the trace holds no decode step (an oom
     record, a trace from elsewhere), from its kernels.csv."""
+    from hwlab import records as R
     from hwlab.decode_tables import bandwidth
     from hwlab.inventory import classify_rows, load_rules, load_trace, read_kernels_csv
     from hwlab.io import read_json, write_table
@@ -804,7 +806,7 @@ def write_decode_model(
     ):
         if not rp:
             continue
-        recs[mode] = [read_json(p) for p in rp]
+        recs[mode] = R.read_all(rp, "decode")
         steps = {int(r["batch"]): int(r.get("profile_steps") or 0) for r in recs[mode]}
         kcsv = {_batch_of(p): p for p in kp}
         terms[mode] = {}
@@ -814,7 +816,7 @@ def write_decode_model(
             if not x and b in kcsv:
                 x = kernels_terms(classify_rows(read_kernels_csv(kcsv[b]), rules), steps.get(b, 0))
             terms[mode][b] = x
-    bw, _ = bandwidth(read_json(peaks_json))
+    bw, _ = bandwidth(R.read_peaks(peaks_json, hardware_json))
     if ops.get("status") != "ok":
         ops = {**ops, "linears": [], "gemm": [], "sdpa": []}
     df, meta = model_table(

@@ -31,7 +31,6 @@ from hwlab.inventory import (
     class_shares,
     classify_rows,
     load_rules,
-    read_kernels_csv,
     short_name,
 )
 from hwlab.io import read_json, write_table, write_text
@@ -702,14 +701,18 @@ def write_decode_tables(
     manifest_json: str | None = None,
     traces: list[str] | None = None,
     graph_records: list[str] = (),
+    hardware_json: str | None = None,
 ) -> pd.DataFrame:
     """Every decode table and figure; ``out`` maps output names to paths; ``traces``: the
     batches' chrome traces (same order as ``records``) for the per-step spread;
-    ``graph_records``: graph-mode decode records, paired with the eager row of their batch."""
-    recs = [read_json(p) for p in records]
-    graph = [read_json(p) for p in graph_records]
-    peaks = read_json(peaks_json)
-    device_kind = read_json(device_json)["kind"]
+    ``graph_records``: graph-mode decode records, paired with the eager row of their batch.
+    Records are read validated (hwlab/records.py)."""
+    from hwlab import records as R
+
+    recs = R.read_all(records, "decode")
+    graph = R.read_all(graph_records, "decode")
+    peaks = R.read_peaks(peaks_json, hardware_json)
+    device_kind = R.read_device(device_json)["kind"]
     rules = load_rules(classes_yaml)
     steps = read_step_profiles(traces, recs, rules)
     df = decode_table(recs, peaks, steps)
@@ -751,8 +754,8 @@ def write_decode_tables(
     )
     by_batch = {r["batch"]: r for r in recs}
     per_batch = {}
-    for rec_path, k_path in zip(records, kernels, strict=True):
-        per_batch[read_json(rec_path)["batch"]] = read_kernels_csv(k_path)
+    for k_path in kernels:
+        per_batch[R.kind_of(k_path)[1]["batch"]] = R.read(k_path, "decode_kernels")
     inv, cls = inventory_tables(per_batch, rules, steps)
     write_table(inv, out["inventory_csv"])
     write_table(cls, out["classes_csv"])

@@ -248,9 +248,9 @@ def detect(requested: str = "auto", index: int = 0) -> dict[str, Any]:
     has_cuda = torch.cuda.is_available()
     if requested == "cuda" and not has_cuda:
         raise RuntimeError(
-            "config asks for device: cuda, but torch.cuda.is_available() is False "
-            f"(torch {torch.__version__}, built for CUDA {torch.version.cuda}). "
-            "Use device: auto or cpu on this machine."
+            "device cuda was asked for, but torch.cuda.is_available() is False "
+            f"(torch {torch.__version__}, built for CUDA {torch.version.cuda}): "
+            "use device auto or cpu on this machine"
         )
     info: dict[str, Any] = {
         "cpu_model": _cpu_model(),
@@ -567,13 +567,13 @@ class _CpuMark:
         self.ns = time.perf_counter_ns()
 
 
-def write_device_json(out: str, *, requested: str, hardware: str, catalog_path: str) -> None:
-    """Detect the device, match it to the catalog and write ``device.json``."""
-    from hwlab import catalog as cat
+def write_device_json(out: str, *, requested: str) -> None:
+    """Detect the device and write ``device.json``: what measuring jobs depend on.
+
+    The catalog match (which spec the run is compared with) is not part of it: it lives in
+    ``hardware.json`` (:func:`hwlab.catalog.write_hardware_json`), so changing ``hardware:``
+    or editing the catalog reruns tables and findings, never a measurement.
+    """
     from hwlab.io import write_json
 
-    info = detect(requested)
-    entries = cat.load(catalog_path)
-    key, how = cat.resolve(hardware, info, entries)
-    info.update(catalog_key=key, catalog_reason=how, spec=entries.get(key) if key else None)
-    write_json(out, info)
+    write_json(out, detect(requested))

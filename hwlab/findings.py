@@ -88,7 +88,7 @@ def _not_ok(records: list[dict[str, Any]], label: str) -> list[str]:
 
 def load_run(folder: str | Path, name: str | None = None) -> Run:
     """A results folder (or a reference folder of intermediates) as tables."""
-    from hwlab import decode_tables, inventory, roofline
+    from hwlab import decode_tables, inventory, records, roofline
 
     folder = Path(folder)
     if not (folder / "device.json").is_file():
@@ -96,8 +96,8 @@ def load_run(folder: str | Path, name: str | None = None) -> Run:
     run = Run(
         folder=folder,
         name=name or folder.name,
-        device=read_json(folder / "device.json"),
-        peaks=read_json(folder / "peaks.json")
+        device=records.read_run_device(folder),
+        peaks=records.read_run_peaks(folder)
         if (folder / "peaks.json").is_file()
         else {"measured": {}},
     )

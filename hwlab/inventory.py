@@ -46,8 +46,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 DEFAULT_RULES = Path(__file__).resolve().parent.parent / "config" / "kernel_classes.yaml"
 CLASSES = (
     "gemv",
@@ -228,8 +226,9 @@ def parse_rules(data: Any, source: str = "kernel classes") -> Rules:
 
 
 def load_rules(path: str | os.PathLike = DEFAULT_RULES) -> Rules:
-    with open(path) as fh:
-        return parse_rules(yaml.safe_load(fh), str(path))
+    from hwlab.config import load_yaml
+
+    return parse_rules(load_yaml(path, "kernel class file"), str(path))
 
 
 def classify(name: str, rows: int | None = None, rules: Rules | list[Rule] | None = None) -> str:
@@ -248,9 +247,17 @@ def classify(name: str, rows: int | None = None, rules: Rules | list[Rule] | Non
 
 def load_trace(path: str | os.PathLike) -> dict[str, Any]:
     """A chrome trace (``.json`` or gzipped), as torch.profiler's export_chrome_trace writes."""
-    raw = Path(path).read_bytes()
+    p = Path(path)
+    if p.is_dir():
+        raise ValueError(f"{path}: is a directory, not a chrome trace")
+    raw = p.read_bytes()
     if raw[:2] == b"\x1f\x8b":
-        raw = gzip.decompress(raw)
+        import zlib
+
+        try:
+            raw = gzip.decompress(raw)
+        except (EOFError, OSError, zlib.error) as e:
+            raise ValueError(f"{path}: truncated or corrupt gzip file ({e})") from None
     try:
         data = json.loads(raw)
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
@@ -259,6 +266,12 @@ def load_trace(path: str | os.PathLike) -> dict[str, Any]:
         data = {"traceEvents": data}
     if not isinstance(data, dict) or not isinstance(data.get("traceEvents"), list):
         raise ValueError(f"{path}: no 'traceEvents' list: not a torch.profiler chrome trace")
+    for i, e in enumerate(data["traceEvents"]):
+        if not isinstance(e, dict):
+            raise ValueError(
+                f"{path}: traceEvents[{i}] is {type(e).__name__} {e!r:.40}, not an event "
+                "object: not a chrome trace"
+            )
     return data
 
 

@@ -69,6 +69,48 @@ def read_arch(arch: str | os.PathLike | dict) -> dict[str, Any]:
     return {k: v for k, v in data.items() if not k.startswith("_")}
 
 
+# the geometry the decode stage, its napkin and transformers need: positive integers
+ARCH_SIZES = (
+    "hidden_size",
+    "num_hidden_layers",
+    "num_attention_heads",
+    "intermediate_size",
+    "vocab_size",
+)
+
+
+def arch_errors(arch: dict[str, Any]) -> list[str]:
+    """What makes an architecture unbuildable (sizes that are not positive integers, heads
+    that do not divide the width): one message per key, naming it. [] if none."""
+
+    def positive(v: Any) -> bool:
+        return isinstance(v, int) and not isinstance(v, bool) and v >= 1
+
+    errors = []
+    for key in ARCH_SIZES:
+        if key not in arch:
+            errors.append(f"{key} is missing")
+        elif not positive(arch[key]):
+            errors.append(f"{key} must be a positive integer, got {arch[key]!r}")
+    for key in ("num_key_value_heads", "head_dim"):
+        if arch.get(key) is not None and not positive(arch[key]):
+            errors.append(f"{key} must be a positive integer, got {arch[key]!r}")
+    if errors:
+        return errors
+    heads = arch["num_attention_heads"]
+    kv = arch.get("num_key_value_heads") or heads
+    if heads % kv:
+        errors.append(
+            f"num_attention_heads ({heads}) is not a multiple of num_key_value_heads ({kv})"
+        )
+    if not arch.get("head_dim") and arch["hidden_size"] % heads:
+        errors.append(
+            f"hidden_size ({arch['hidden_size']}) is not a multiple of num_attention_heads "
+            f"({heads})"
+        )
+    return errors
+
+
 def file_sha256(path: str | os.PathLike) -> str:
     return hashlib.sha256(Path(path).read_bytes()).hexdigest()
 

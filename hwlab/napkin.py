@@ -543,17 +543,19 @@ def write_napkin_tp(
     seq_len: int,
     bytes_per_el: float,
     hardware: str,
+    hardware_json: str | None = None,
 ) -> None:
     """Snakemake entry: tables/napkin_tp.{csv,md} from the models, catalog and this run."""
     import pandas as pd
 
     from hwlab import catalog as cat
-    from hwlab.io import read_json, write_table, write_text
+    from hwlab.io import write_table, write_text
+    from hwlab.records import read_device
 
     entries = cat.load(catalog_path)
     key = hardware
     if hardware == "auto":
-        dev_key = read_json(device_json).get("catalog_key")
+        dev_key = read_device(device_json, hardware_json).get("catalog_key")
         has_link = dev_key and (entries.get(dev_key) or {}).get("interconnect")
         key = dev_key if has_link else "h100_sxm"
     if key not in entries:

@@ -31,8 +31,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from hwlab import formulas as F
 
 DEFAULT_METRICS = Path(__file__).resolve().parent.parent / "config" / "ncu_metrics.yaml"
@@ -188,11 +186,9 @@ def parse_mapping(data: Any, source: str = "metric mapping") -> Mapping:
 
 
 def load_mapping(path: str | Path = DEFAULT_METRICS) -> Mapping:
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"metric mapping {path} does not exist")
-    with open(path) as fh:
-        return parse_mapping(yaml.safe_load(fh), str(path))
+    from hwlab.config import load_yaml
+
+    return parse_mapping(load_yaml(path, "metric mapping"), str(path))
 
 
 # ---- kernel names ------------------------------------------------------------------------
@@ -648,9 +644,9 @@ class Capture:
 
 
 def load_capture(record_path: str | Path, mapping: Mapping) -> Capture:
-    from hwlab.io import read_json
+    from hwlab.records import read
 
-    rec = read_json(record_path)
+    rec = read(record_path)
     if rec.get("status") != "ok":
         return Capture(rec, [], str(rec.get("status")), rec.get("reason"))
     path = _report_path(record_path, rec)

@@ -153,11 +153,11 @@ def write_lab1b_figure(
     overlay_csv: str | None = None,
     overlay_label: str = "",
 ) -> None:
-    from hwlab.io import read_json
+    from hwlab.records import read
 
     reasons: list[Any] = []
     for p in records:
-        r = read_json(p)
+        r = read(p, "ncu_decode")
         if r.get("status") != "ok":
             reasons.append(f"batch {r.get('batch')}: {r.get('status')}: {r.get('reason')}")
     overlay = pd.read_csv(overlay_csv) if overlay_csv else None

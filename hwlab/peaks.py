@@ -416,8 +416,6 @@ def write_peaks_json(
     )
     rec = {
         "device": {"kind": info["kind"], "name": info["name"]},
-        "spec_key": info.get("catalog_key"),
-        "spec": info.get("spec"),
         "measured": measured,
     }
     write_json(out, with_window(rec, start))

@@ -81,13 +81,15 @@ def write_env_json(
     workflow_dir: str,
     config_digest: str,
     snakemake_version: str | None,
+    hardware_json: str | None = None,
 ) -> None:
-    from hwlab.io import read_json, write_json
+    from hwlab.io import write_json
+    from hwlab.records import read_device
 
     write_json(
         out,
         collect(
-            read_json(device_json),
+            read_device(device_json, hardware_json),
             workflow_dir=workflow_dir,
             config_digest=config_digest,
             snakemake_version=snakemake_version,

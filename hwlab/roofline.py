@@ -21,7 +21,7 @@ from typing import Any
 import pandas as pd
 
 from hwlab import formulas as F
-from hwlab.io import read_json, write_table
+from hwlab.io import write_table
 from hwlab.peaks import ceilings
 
 COLUMNS = [
@@ -396,12 +396,14 @@ def write_roofline(
     svg: str,
     peaks_csv: str | None = None,
     peaks_md: str | None = None,
+    hardware_json: str | None = None,
 ) -> pd.DataFrame:
+    from hwlab import records
     from hwlab.peaks import write_peaks_table
 
-    peaks = read_json(peaks_json)
-    device = read_json(device_json)
-    df = build_table((read_json(p) for p in points), peaks)
+    peaks = records.read_peaks(peaks_json, hardware_json)
+    device = records.read_device(device_json, hardware_json)
+    df = build_table(records.read_all(points, "gemm_point"), peaks)
     write_markdown_table(df, peaks, device["kind"], csv, md)
     plot(df, peaks, png, svg)
     if peaks_csv and peaks_md:

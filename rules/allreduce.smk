@@ -35,7 +35,9 @@ rule allreduce_table:
     """Lab 3 table, alpha-beta fit and knee, busbw figure from every sweep."""
     input:
         sweeps=allreduce_files(),
-        code=code("allreduce_table", "alphabeta", "figures", "formulas", "io"),
+        code=code(
+            "allreduce_table", "alphabeta", "figures", "formulas", "io", "records"
+        ),
     output:
         csv=report(
             f"{RES}/tables/allreduce.csv",
@@ -68,8 +70,9 @@ rule napkin_tp:
     input:
         fit=rules.allreduce_table.output.fit,
         device=rules.device.output.device,
+        hardware=rules.hardware.output.hardware,
         catalog=repo_path("config/hardware.yaml"),
-        code=code("napkin", "formulas", "catalog", "io"),
+        code=code("napkin", "formulas", "catalog", "io", "records"),
     output:
         csv=report(
             f"{RES}/tables/napkin_tp.csv",

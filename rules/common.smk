@@ -4,15 +4,15 @@ import os
 import sys
 from pathlib import Path
 
-import yaml
 from snakemake.exceptions import WorkflowError
-from snakemake.utils import validate
 
 from hwlab import config as hwconfig
+from hwlab import host as hwhost
+from hwlab import lock as hwlock
+from hwlab import records as hwrecords
 from hwlab.hierarchy.measure import config_errors as hierarchy_config_errors
 
 ROOT = Path(workflow.basedir)
-SCHEMA = "../config/schema.yaml"
 
 
 # ---- validation: before any job, one paragraph naming the key, no traceback ----------
@@ -27,22 +27,64 @@ def _fail(lines):
 
 
 try:
-    validate(config, SCHEMA)
-except WorkflowError as e:
-    cause = e.__context__ or e
-    with open(ROOT / "config" / "schema.yaml") as fh:
-        _fail([hwconfig.schema_error_message(cause, yaml.safe_load(fh))])
+    SCHEMA = hwconfig.load_yaml(ROOT / "config" / "schema.yaml", "config schema")
+except hwconfig.ConfigError as e:
+    _fail([str(e)])
+# strings from --config are coerced to the schema's types, defaults filled in, and
+# numbers checked strictly (16.0 is not an integer, true is not a number)
+_errors = hwconfig.validate(config, SCHEMA)
+if _errors:
+    _fail(_errors)
 
-with open(ROOT / "config" / "hardware.yaml") as fh:
-    CATALOG_KEYS = list(yaml.safe_load(fh))
-_errors = hwconfig.semantic_errors(config, ROOT, CATALOG_KEYS)
+CATALOG_KEYS, _errors = hwconfig.catalog_errors(ROOT / "config" / "hardware.yaml")
+_errors += hwconfig.semantic_errors(config, ROOT, CATALOG_KEYS)
+_errors += hwconfig.metrics_errors(ROOT / "config" / "ncu_metrics.yaml")
 _errors += hierarchy_config_errors(config)
 if _errors:
     _fail(_errors)
 
+
+# ---- the host: what the jobs would only find out after Snakemake removed their outputs ----
+# Run from `onstart` (Snakefile): after the DAG is built and the executor known, before
+# any job starts (so before Snakemake removes any output); not in dry-runs.
+def _host_fail(line):
+    print(f"hwlab: {line} — nothing was run.", file=sys.stderr)
+    sys.exit(1)
+
+
+def host_checks():
+    """device: cuda on a host without CUDA; an interpreter path Snakemake cannot start."""
+    local = workflow.local_exec
+    if config["device"] == "cuda" and local:
+        why = hwhost.cuda_problem()
+        if why:
+            _host_fail(
+                f"device: cuda, but this host cannot run CUDA: {why}. Use device: auto "
+                "(or cpu) here, or send the measuring jobs to a GPU node "
+                "(--profile profiles/slurm)"
+            )
+    why = hwconfig.interpreter_path_problem(sys.executable)
+    if why and local:
+        # start script jobs through a link without the space (same venv)
+        try:
+            sys.executable = hwhost.space_free_interpreter()
+        except (OSError, RuntimeError) as e:
+            _host_fail(
+                f"{why}, and no link around it could be made ({e}). Create the venv "
+                "at a path without spaces (python3 -m venv ~/.venvs/hwlab) and run from it"
+            )
+    elif why:
+        _host_fail(
+            f"{why}; cluster jobs would fail. Create the venv at a path without spaces "
+            "(python3 -m venv ~/.venvs/hwlab) and run from it"
+        )
+
+
 # ---- measuring jobs never overlap --------------------------------------------------
 # Every measuring rule takes one unit of `measure`; unless the user (or a profile) sets
-# it, the whole run has one unit, so `--cores N` never runs two benchmarks at once.
+# it, the whole run has one unit, so `--cores N` never runs two benchmarks at once. Across
+# Snakemake processes (two runs, two folders) the lock taken in scripts/_setup.py keeps
+# them apart (hwlab/lock.py).
 if "measure" not in workflow.global_resources:
     workflow.register_resource("measure", 1)
 
@@ -87,9 +129,20 @@ def gpus(kind="capable"):
     return 1 if config["device"] == "cuda" else 0
 
 
+def _given_cores():
+    try:
+        return workflow.cores
+    except WorkflowError:  # a cluster run without --cores
+        return None
+
+
 def measure_threads(wildcards=None):
-    """Measuring jobs claim every core they will use, so nothing is scheduled beside them."""
-    return config["threads"] or len(os.sched_getaffinity(0))
+    """Threads a measuring job claims: every core it uses, and when Snakemake runs it on
+    this host, every core Snakemake was given (--cores above the CPU count included), so no
+    light job (aggregation, figures) of this run is scheduled beside a measurement."""
+    used = config["threads"] or len(os.sched_getaffinity(0))
+    given = _given_cores() if workflow.local_exec else None
+    return max(used, given or 0)
 
 
 # ---- GEMM sweep ----------------------------------------------------------------------
@@ -553,3 +606,70 @@ def analysis_targets():
 def all_outputs():
     """The targets of the all rule: every stage's outputs and the regenerated writeup."""
     return [*analysis_targets(), *findings_targets()]
+
+
+# ---- repair: what is missing or invalid is regenerated by the next run ----------------
+# Snakemake regenerates a missing file only if a job that needs it has to run, or if it is
+# a target: delete gemm/.../m16.json and, its table being up to date, Snakemake says
+# "Nothing to be done" while the table keeps the old row. So every record an aggregation
+# reads (the inputs of rules without wildcards under this run's folder that
+# hwlab/records.py knows) is also a target of `all`: a missing one is regenerated, then
+# what is made from it. Before the DAG is built, each existing record is validated (it
+# parses, fits its schema, its keys match its path); an invalid one (truncated, a copy of
+# another point) is moved aside (.NAME.invalid, kept for inspection, never deleted) and
+# so regenerated the same way.
+
+
+def _static_inputs(r):
+    for f in r.input:
+        if isinstance(f, str) and not callable(f):
+            yield str(f)
+
+
+def record_files():
+    """Every record of this run an aggregation reads (see above), in rule order."""
+    prefix, out = f"{RES}/", {}
+    for r in workflow.rules:
+        if r.has_wildcards() or r.name == "all":
+            continue
+        for path in _static_inputs(r):
+            if path.startswith(prefix) and hwrecords.kind_of(path):
+                out.setdefault(path, None)
+    return list(out)
+
+
+def repair_records():
+    """Move invalid records aside so that this run regenerates them; returns them."""
+    if not workflow.is_main_process:
+        return {}
+    # half-written files of jobs killed mid-write (atomic writes leave only .NAME.*.tmp,
+    # never a partial result; one an hour old has no writer left)
+    for f in hwlock.sweep_stale_files(RES, ".*.tmp", min_age_s=3600):
+        print(
+            f"hwlab: removed {f}, left by a job killed while writing.", file=sys.stderr
+        )
+    # scratch folders of AllReduce jobs killed by SIGKILL (their owner's flock is gone)
+    for d in hwlock.sweep_stale(f"{RES}/allreduce", ".allreduce-"):
+        print(
+            f"hwlab: removed {d}, the scratch folder of a killed AllReduce job.",
+            file=sys.stderr,
+        )
+    bad = {}
+    for path in record_files():
+        problem = hwrecords.problem(path)
+        if problem is None or problem == "missing":
+            continue
+        aside = Path(path).with_name(f".{Path(path).name}.invalid")
+        try:
+            os.replace(path, aside)
+        except OSError as e:
+            _host_fail(
+                f"{path} is {problem}, and it cannot be moved aside ({e.strerror})"
+            )
+        bad[path] = problem
+        print(
+            f"hwlab: {path} is {hwrecords.phrase(problem)}: moved aside to {aside.name}; this run "
+            "regenerates it, then what is made from it.",
+            file=sys.stderr,
+        )
+    return bad

@@ -36,11 +36,18 @@ rule decode_tables:
         traces=decode_batch_files("trace"),
         peaks=rules.peaks.output.peaks,
         device=rules.device.output.device,
+        hardware=rules.hardware.output.hardware,
         classes=repo_path(config["decode"]["kernel_classes"]),
         manifest=rules.model.output.manifest,
         graph=decode_files("json", "graph"),
         code=code(
-            "decode_tables", "inventory", "figures", "formulas", "io", "questions"
+            "decode_tables",
+            "inventory",
+            "figures",
+            "formulas",
+            "io",
+            "questions",
+            "records",
         ),
     output:
         decode_csv=report(

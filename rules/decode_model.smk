@@ -76,9 +76,16 @@ rule decode_model:
         graph_traces=decode_files("trace", "graph"),
         ops=rules.decode_ops.output.ops,
         peaks=rules.peaks.output.peaks,
+        hardware=rules.hardware.output.hardware,
         classes=repo_path(config["decode"]["kernel_classes"]),
         code=code(
-            "decode_model", "decode_tables", "inventory", "figures", "formulas", "io"
+            "decode_model",
+            "decode_tables",
+            "inventory",
+            "figures",
+            "formulas",
+            "io",
+            "records",
         ),
     output:
         csv=report(

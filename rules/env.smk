@@ -1,13 +1,16 @@
-"""The run's device, provenance and measured ceilings."""
+"""The run's device, its catalog entry, provenance and measured ceilings."""
 
 import snakemake as _smk
 
 
+localrules:
+    hardware,
+
+
 rule device:
-    """Detect the device and match it to the hardware catalog."""
+    """Detect the device (what every measuring job depends on)."""
     input:
-        catalog=repo_path("config/hardware.yaml"),
-        code=code("device", "catalog", "io"),
+        code=code("device", "io"),
     output:
         device=f"{RES}/device.json",
     log:
@@ -18,16 +21,36 @@ rule device:
         gpu=gpus(),
     params:
         requested=config["device"],
-        hardware=config["hardware"],
     script:
         "../scripts/device.py"
+
+
+rule hardware:
+    """Match the detected device to the hardware catalog (what tables and findings compare
+    with). Apart from device.json, so `hardware:` or a catalog edit re-measures nothing.
+    """
+    input:
+        device=rules.device.output.device,
+        catalog=repo_path("config/hardware.yaml"),
+        code=code("catalog", "records", "io"),
+    output:
+        hardware=f"{RES}/hardware.json",
+    log:
+        f"{RES}/logs/hardware.log",
+    conda:
+        ENV
+    params:
+        hardware=config["hardware"],
+    script:
+        "../scripts/hardware.py"
 
 
 rule provenance:
     """env.json: what ran, where, with which software and code."""
     input:
         device=rules.device.output.device,
-        code=code("provenance", "io"),
+        hardware=rules.hardware.output.hardware,
+        code=code("provenance", "records", "io"),
     output:
         env=f"{RES}/env.json",
     log:

@@ -14,7 +14,10 @@ rule roofline:
         points=gemm_point_files(),
         peaks=rules.peaks.output.peaks,
         device=rules.device.output.device,
-        code=code("roofline", "peaks", "figures", "formulas", "io", "catalog"),
+        hardware=rules.hardware.output.hardware,
+        code=code(
+            "roofline", "peaks", "figures", "formulas", "io", "catalog", "records"
+        ),
     output:
         csv=report(
             f"{RES}/tables/roofline.csv",
@@ -69,9 +72,11 @@ rule findings:
     input:
         analysis_targets(),
         device=rules.device.output.device,
+        hardware=rules.hardware.output.hardware,
         peaks=rules.peaks.output.peaks,
         code=code(
             "findings",
+            "records",
             "headlines",
             "decode_findings",
             "decode_model",
@@ -110,8 +115,10 @@ rule compare_figures:
         analysis_targets(),
         other=compare_inputs,
         device=rules.device.output.device,
+        hardware=rules.hardware.output.hardware,
         code=code(
             "findings",
+            "records",
             "roofline",
             "decode_tables",
             "ncu_plot",

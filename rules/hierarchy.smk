@@ -54,8 +54,10 @@ rule hierarchy_table:
         memory=rules.hierarchy_memory.output.memory,
         link=rules.hierarchy_link.output.link,
         device=rules.device.output.device,
+        hardware=rules.hardware.output.hardware,
         catalog=repo_path("config/hardware.yaml"),
-        code=hierarchy_code("table", "knees") + code("figures", "catalog", "io"),
+        code=hierarchy_code("table", "knees")
+        + code("figures", "catalog", "io", "records"),
     output:
         csv=report(
             f"{RES}/tables/hierarchy.csv",

@@ -62,7 +62,7 @@ rule ncu_tables:
     input:
         records=ncu_capture_files(),
         metrics=NCU_METRICS,
-        code=code("ncu", "formulas", "io"),
+        code=code("ncu", "formulas", "io", "records"),
     output:
         csv=report(
             f"{RES}/tables/ncu.csv",
@@ -88,7 +88,7 @@ rule ncu_gemm_table:
     input:
         records=ncu_gemm_files(),
         metrics=NCU_METRICS,
-        code=code("ncu", "formulas", "dtypes", "io"),
+        code=code("ncu", "formulas", "dtypes", "io", "records"),
     output:
         csv=report(
             f"{RES}/tables/ncu_gemm.csv",
@@ -109,7 +109,7 @@ rule ncu_figure:
     input:
         lab1b=rules.ncu_tables.output.lab1b,
         records=ncu_capture_files(),
-        code=code("ncu_plot", "figures", "io"),
+        code=code("ncu_plot", "figures", "io", "records"),
     output:
         png=report(
             f"{RES}/figures/ncu_lab1b.png",

@@ -17,6 +17,7 @@ write_decode_model(
     graph_traces=list(snakemake.input.graph_traces),
     ops_json=snakemake.input.ops,
     peaks_json=snakemake.input.peaks,
+    hardware_json=snakemake.input.hardware,
     classes_yaml=snakemake.input.classes,
     out=dict(snakemake.output.items()),
     **snakemake.params.model,

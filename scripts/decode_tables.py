@@ -13,6 +13,7 @@ write_decode_tables(
     list(snakemake.input.kernels),
     peaks_json=snakemake.input.peaks,
     device_json=snakemake.input.device,
+    hardware_json=snakemake.input.hardware,
     classes_yaml=snakemake.input.classes,
     manifest_json=snakemake.input.manifest,
     out=dict(snakemake.output.items()),

@@ -1,4 +1,4 @@
-"""Job: detect the device and match it to the hardware catalog -> device.json."""
+"""Job: detect the device -> device.json."""
 
 import _setup  # noqa: F401
 
@@ -8,9 +8,4 @@ to_log(snakemake.log[0])
 
 from hwlab.device import write_device_json  # noqa: E402
 
-write_device_json(
-    snakemake.output.device,
-    requested=snakemake.params.requested,
-    hardware=snakemake.params.hardware,
-    catalog_path=snakemake.input.catalog,
-)
+write_device_json(snakemake.output.device, requested=snakemake.params.requested)

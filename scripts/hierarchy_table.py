@@ -12,6 +12,7 @@ write_hierarchy_tables(
     memory_json=snakemake.input.memory,
     link_json=snakemake.input.link,
     device_json=snakemake.input.device,
+    hardware_json=snakemake.input.hardware,
     catalog=snakemake.input.catalog,
     csv=snakemake.output.csv,
     md=snakemake.output.md,

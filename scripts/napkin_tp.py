@@ -13,6 +13,7 @@ write_napkin_tp(
     snakemake.output.md,
     fit_csv=snakemake.input.fit,
     device_json=snakemake.input.device,
+    hardware_json=snakemake.input.hardware,
     catalog_path=snakemake.input.catalog,
     **snakemake.params.napkin,
 )

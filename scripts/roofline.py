@@ -12,6 +12,7 @@ write_roofline(
     list(snakemake.input.points),
     peaks_json=snakemake.input.peaks,
     device_json=snakemake.input.device,
+    hardware_json=snakemake.input.hardware,
     csv=snakemake.output.csv,
     md=snakemake.output.md,
     png=snakemake.output.png,

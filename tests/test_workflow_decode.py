@@ -165,12 +165,12 @@ def test_oom_batch_is_recorded_and_the_run_completes(tiny_run, tmp_path):
     (a 800 MB MLP activation in prefill) exceeds it, batch 1 does not.
 
     A second run (``oom``) in the tiny run's folder: the model manifest is shared, and the
-    tiny run's device.json and peaks.json are copied (this machine's, measured minutes ago)
-    so that only the decode jobs and the aggregation run."""
+    tiny run's device.json, hardware.json and peaks.json are copied (this machine's,
+    measured minutes ago) so that only the decode jobs and the aggregation run."""
     wd, _, tiny_res = tiny_run
     res = wd / "results" / "oom"
     res.mkdir(parents=True, exist_ok=True)
-    for f in ("device.json", "peaks.json"):  # copy2 keeps mtimes: up to date, not rerun
+    for f in ("device.json", "hardware.json", "peaks.json"):  # copy2 keeps mtimes: not rerun
         shutil.copy2(tiny_res / f, res / f)
     cfg = yaml.safe_load(yaml.safe_dump(TINY))
     cfg["run"] = "oom"

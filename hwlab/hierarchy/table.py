@@ -603,12 +603,16 @@ def write_hierarchy_tables(
     analysis_json: str,
     png: str,
     svg: str,
+    hardware_json: str | None = None,
 ) -> list[dict[str, Any]]:
-    """Snakemake entry of the ``hierarchy_table`` job."""
+    """Snakemake entry of the ``hierarchy_table`` job (the catalog match from
+    ``hardware_json``, see :func:`hwlab.records.read_device`)."""
     from hwlab import catalog as cat
-    from hwlab.io import read_json, write_json, write_table, write_text
+    from hwlab.io import write_json, write_table, write_text
+    from hwlab.records import read, read_device
 
-    memory, link, device = read_json(memory_json), read_json(link_json), read_json(device_json)
+    memory, link = read(memory_json, "hierarchy_memory"), read(link_json, "hierarchy_link")
+    device = read_device(device_json, hardware_json)
     entries = cat.load(catalog)
     rows = hierarchy_rows(memory, link, entries, device.get("spec"))
     df = pd.DataFrame(rows).reindex(columns=COLUMNS)
