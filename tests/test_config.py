@@ -256,6 +256,10 @@ def _list_overrides():
         "gemm.l2": ["cold"],
         "decode.batches": [1, 2, 8],
         "decode.lab1a_batches": [1, 8],
+        "decode.mode": ["eager", "graph"],
+        "decode.graph_batches": [2],
+        "decode_model.fit_batches": [1, 8],
+        "decode_model.predict_batches": [32],
         "ncu.batches": [2, 8],
         "ncu.gemm_M": [4],
         "allreduce.backends": ["gloo", "nccl"],
@@ -280,6 +284,7 @@ def test_list_overrides_of_every_list_key_through_snakemake(tmp_path):
     for f in (
         "results/cpu-default/gemm/wide/bf16/cold/m128.json",
         "results/cpu-default/decode/b8.json",
+        "results/cpu-default/decode/graph/b2.json",
         "results/cpu-default/ncu/b2.json",
         "results/cpu-default/ncu/gemm/wide/fp32/m4.json",
         "results/cpu-default/allreduce/nccl-w4.json",

@@ -166,6 +166,13 @@ def _rec(batch, tpot, mode_kind="cpu", steps=None):
         "warmup_steps": 0,
         "weight_bytes": 1e6,
         "kv_bytes_per_step": 0.0,
+        # the rest of a decode record's required fields (hwlab/records.py validates them)
+        "reason": None,
+        "dtype": "fp32",
+        "prompt_len": 16,
+        "prefill_ms": 1.0,
+        "tokens_per_s": batch / tpot * 1e3,
+        "timed_steps": len(steps),
     }
 
 
@@ -634,7 +641,9 @@ def test_write_decode_model_end_to_end_on_files(tmp_path):
         traces.append(str(tmp_path / f"b{b}.trace.json.gz"))
         kernels.append(str(tmp_path / f"b{b}.kernels.csv"))
     write_json(tmp_path / "ops.json", _ops())
-    write_json(tmp_path / "peaks.json", {"measured": {"mem_bw_gbps": 10.0}})
+    write_json(
+        tmp_path / "peaks.json", {"device": {"kind": "cpu"}, "measured": {"mem_bw_gbps": 10.0}}
+    )
     out = {k: str(tmp_path / f"m.{k}") for k in ("csv", "md", "png", "svg")}
     df = DM.write_decode_model(
         records=recs,
