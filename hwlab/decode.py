@@ -48,6 +48,7 @@ import re
 import resource
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -360,9 +361,17 @@ def tpot_stats(step_s: list[float], warmup_steps: int, batch: int) -> dict[str, 
 # ---- the measurement ---------------------------------------------------------------------
 
 
-def _profile(dev: Device, model, prompt, profile_steps: int, trace_out: str) -> list[dict]:
-    """Record a prefill and ``profile_steps`` decode steps; write the gzipped trace; return
-    the inventory rows read back from it."""
+def profile_window(
+    dev: Device,
+    run_prefill: Callable[[], Any],
+    run_step: Callable[[Any], Any],
+    profile_steps: int,
+    trace_out: str,
+) -> list[dict]:
+    """Record ``run_prefill()`` and ``profile_steps`` calls of ``run_step(state)`` (each
+    returns the next state) under torch.profiler, inside the hwlab::prefill /
+    hwlab::decode_step annotations; write the gzipped chrome trace; return the inventory
+    rows read back from it. Eager and graph decode both profile through this."""
     import tempfile
 
     from torch.profiler import ProfilerActivity, profile, record_function
@@ -370,10 +379,10 @@ def _profile(dev: Device, model, prompt, profile_steps: int, trace_out: str) -> 
     acts = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if dev.is_cuda else [])
     with profile(activities=acts, record_shapes=True) as prof:
         with record_function(PREFILL):
-            cache, nxt = prefill(model, prompt)
+            state = run_prefill()
         for _ in range(profile_steps):
             with record_function(DECODE):
-                nxt = decode_step(model, cache, nxt)
+                state = run_step(state)
         dev.synchronize()
     with tempfile.TemporaryDirectory() as tmpdir:
         raw = Path(tmpdir) / "trace.json"
@@ -386,6 +395,14 @@ def _profile(dev: Device, model, prompt, profile_steps: int, trace_out: str) -> 
             while chunk := src.read(1 << 20):
                 dst.write(chunk)
     return kernel_rows(load_trace(trace_out))
+
+
+def _eager_step(model):
+    def run(state):
+        cache, nxt = state
+        return cache, decode_step(model, cache, nxt)
+
+    return run
 
 
 def measure_batch(
@@ -433,7 +450,9 @@ def measure_batch(
     peak = dev.peak_memory_bytes()
     del cache, nxt
 
-    rows = _profile(dev, model, prompt, profile_steps, trace_out)
+    rows = profile_window(
+        dev, lambda: prefill(model, prompt), _eager_step(model), profile_steps, trace_out
+    )
     fields = {
         "prefill_ms": prefill_s * 1e3,
         **tpot_stats(steps, warmup_steps, batch),

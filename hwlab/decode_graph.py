@@ -228,39 +228,6 @@ def _counters() -> dict[str, int]:
     }
 
 
-def _profile_graph(dev, step: GraphStep, prompt, profile_steps: int, trace_out: str):
-    """Profile a prefill and ``profile_steps`` compiled steps (annotations as the eager job);
-    write the gzipped trace; return its inventory rows."""
-    import gzip
-    import tempfile
-
-    from torch.profiler import ProfilerActivity, profile, record_function
-
-    from hwlab.decode import DECODE, PREFILL
-    from hwlab.inventory import kernel_rows, load_trace
-    from hwlab.io import atomic_path
-
-    acts = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if dev.is_cuda else [])
-    with profile(activities=acts, record_shapes=True) as prof:
-        with record_function(PREFILL):
-            nxt = step.prefill(prompt)
-        for _ in range(profile_steps):
-            with record_function(DECODE):
-                nxt = step(nxt)
-        dev.synchronize()
-    with tempfile.TemporaryDirectory() as tmpdir:
-        raw = Path(tmpdir) / "trace.json"
-        prof.export_chrome_trace(str(raw))
-        with (
-            atomic_path(trace_out) as tmp,
-            open(raw, "rb") as src,
-            gzip.open(tmp, "wb", compresslevel=6) as dst,
-        ):
-            while chunk := src.read(1 << 20):
-                dst.write(chunk)
-    return kernel_rows(load_trace(trace_out))
-
-
 def measure_graph_batch(
     dev,
     model,
@@ -332,7 +299,9 @@ def measure_graph_batch(
     peak = dev.peak_memory_bytes()
     timed = _counters()
 
-    rows = _profile_graph(dev, step, prompt, profile_steps, trace_out)
+    from hwlab.decode import profile_window
+
+    rows = profile_window(dev, lambda: step.prefill(prompt), step, profile_steps, trace_out)
     fields = {
         "prefill_ms": prefill_s * 1e3,
         **tpot_stats(steps, warmup_steps, batch),
