@@ -28,6 +28,8 @@ CATEGORIES = [
     "Lab 2 — Roofline",
     "Lab 3 — AllReduce",
     "Napkin models",
+    "§1 — Memory hierarchy",
+    "§6 — TP communication",
 ]
 
 
@@ -75,6 +77,7 @@ def test_report_loads_and_shows_every_figure(tiny_run, browser):
             shown += 1
             page.goto(html.as_uri())
             page.get_by_text(category, exact=True).first.click()
-    # roofline, decode sweep, kernel classes, the Lab 1b figure, allreduce
-    assert shown == 5
+    # roofline, decode sweep, kernel classes, the decode model, the Lab 1b figure, allreduce,
+    # the memory hierarchy
+    assert shown == 7
     assert errors == [], errors
