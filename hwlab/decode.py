@@ -476,6 +476,56 @@ def _rss_bytes() -> int:
     return 0
 
 
+def decode_meta(
+    dev: Device,
+    info: dict[str, Any],
+    man: dict[str, Any],
+    *,
+    batch: int,
+    dtype: str,
+    prompt_len: int,
+    new_tokens: int,
+    warmup_steps: int,
+    profile_steps: int,
+    sdpa_backend: str,
+) -> dict[str, Any]:
+    """The fields every decode record (eager or graph) carries before it is measured: the
+    run, the model and its geometry, the timer, the napkin's byte counts."""
+    geometry = model_geometry(man["arch"])
+    meta = {
+        "batch": batch,
+        "model": man["name"],
+        "model_source": man["source"],
+        "param_count": man["param_count"],
+        "dtype": dtype,
+        "prompt_len": prompt_len,
+        "new_tokens": new_tokens,
+        "warmup_steps": warmup_steps,
+        "profile_steps": profile_steps,
+        "device_kind": dev.kind,
+        "device_name": info.get("name"),
+        "threads": dev.threads if not dev.is_cuda else None,
+        "timer": dev.timer_name,
+        "sdpa_backend": sdpa_backend,
+        "cudnn_version": cudnn_version(),
+        "peak_mem_kind": "torch.cuda.max_memory_allocated"
+        if dev.is_cuda
+        else "process peak RSS (ru_maxrss)",
+        **geometry,
+        **napkin_bytes(
+            param_count=man["param_count"],
+            dtype=dtype,
+            batch=batch,
+            prompt_len=prompt_len,
+            kept_steps=range(warmup_steps, new_tokens),
+            geometry=geometry,
+        ),
+    }
+    if not dev.is_cuda:
+        meta["baseline_rss_mb"] = _rss_bytes() / 1024**2
+    return meta
+
+
 def run_batch(
     *,
     out_json: str,
@@ -509,38 +559,18 @@ def run_batch(
             f"decode.new_tokens ({new_tokens}) must exceed decode.warmup_steps "
             f"({warmup_steps}): no decode step would be left to time"
         )
-    geometry = model_geometry(man["arch"])
-    meta = {
-        "batch": batch,
-        "model": man["name"],
-        "model_source": man["source"],
-        "param_count": man["param_count"],
-        "dtype": dtype,
-        "prompt_len": prompt_len,
-        "new_tokens": new_tokens,
-        "warmup_steps": warmup_steps,
-        "profile_steps": profile_steps,
-        "device_kind": dev.kind,
-        "device_name": info.get("name"),
-        "threads": dev.threads if not dev.is_cuda else None,
-        "timer": dev.timer_name,
-        "sdpa_backend": sdpa_backend,
-        "cudnn_version": cudnn_version(),
-        "peak_mem_kind": "torch.cuda.max_memory_allocated"
-        if dev.is_cuda
-        else "process peak RSS (ru_maxrss)",
-        **geometry,
-        **napkin_bytes(
-            param_count=man["param_count"],
-            dtype=dtype,
-            batch=batch,
-            prompt_len=prompt_len,
-            kept_steps=range(warmup_steps, new_tokens),
-            geometry=geometry,
-        ),
-    }
-    if not dev.is_cuda:
-        meta["baseline_rss_mb"] = _rss_bytes() / 1024**2
+    meta = decode_meta(
+        dev,
+        info,
+        man,
+        batch=batch,
+        dtype=dtype,
+        prompt_len=prompt_len,
+        new_tokens=new_tokens,
+        warmup_steps=warmup_steps,
+        profile_steps=profile_steps,
+        sdpa_backend=sdpa_backend,
+    )
     if memory_cap_mb and not dev.is_cuda:
         meta["memory_cap"] = apply_memory_cap(memory_cap_mb)
     try:

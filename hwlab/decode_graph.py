@@ -342,6 +342,7 @@ def run_graph_batch(
     nvml_interval_ms: int,
     dtype: str,
     seed: int,
+    sdpa_backend: str = "flash",
     **_: Any,
 ) -> dict[str, Any]:
     """The graph-mode decode job: build the model, compile and measure one batch, write its
@@ -349,7 +350,7 @@ def run_graph_batch(
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TORCHINDUCTOR_CACHE_DIR", str(Path(INDUCTOR_CACHE).resolve()))
     from hwlab import model as hwmodel
-    from hwlab.decode import _empty_trace, _rss_bytes, is_oom, model_geometry, napkin_bytes
+    from hwlab.decode import _empty_trace, decode_meta, is_oom, no_sdpa_kernel, sdpa_context
     from hwlab.device import Device
     from hwlab.inventory import write_kernels_csv
     from hwlab.io import OK, OOM, SKIPPED, read_json, record, with_window, write_json
@@ -363,41 +364,25 @@ def run_graph_batch(
             f"decode.new_tokens ({new_tokens}) must exceed decode.warmup_steps "
             f"({warmup_steps}): no decode step would be left to time"
         )
-    geometry = model_geometry(man["arch"])
     import torch
 
     meta = {
-        "batch": batch,
+        **decode_meta(
+            dev,
+            info,
+            man,
+            batch=batch,
+            dtype=dtype,
+            prompt_len=prompt_len,
+            new_tokens=new_tokens,
+            warmup_steps=warmup_steps,
+            profile_steps=profile_steps,
+            sdpa_backend=sdpa_backend,
+        ),
         "mode": "graph",
-        "model": man["name"],
-        "model_source": man["source"],
-        "param_count": man["param_count"],
-        "dtype": dtype,
-        "prompt_len": prompt_len,
-        "new_tokens": new_tokens,
-        "warmup_steps": warmup_steps,
-        "profile_steps": profile_steps,
-        "device_kind": dev.kind,
-        "device_name": info.get("name"),
-        "threads": dev.threads if not dev.is_cuda else None,
-        "timer": dev.timer_name,
         "torch": torch.__version__,
         "inductor_cache_dir": os.environ["TORCHINDUCTOR_CACHE_DIR"],
-        "peak_mem_kind": "torch.cuda.max_memory_allocated"
-        if dev.is_cuda
-        else "process peak RSS (ru_maxrss)",
-        **geometry,
-        **napkin_bytes(
-            param_count=man["param_count"],
-            dtype=dtype,
-            batch=batch,
-            prompt_len=prompt_len,
-            kept_steps=range(warmup_steps, new_tokens),
-            geometry=geometry,
-        ),
     }
-    if not dev.is_cuda:
-        meta["baseline_rss_mb"] = _rss_bytes() / 1024**2
     rows: list[dict] = []
     reason = None if dev.is_cuda else cxx_skip_reason()
     if reason:
@@ -405,18 +390,35 @@ def run_graph_batch(
     else:
         try:
             model = hwmodel.load(manifest, dtype=dtype, device=str(dev.torch_device), seed=seed)
-            fields, rows = measure_graph_batch(
-                dev,
-                model,
-                batch=batch,
-                prompt_len=prompt_len,
-                new_tokens=new_tokens,
-                warmup_steps=warmup_steps,
-                profile_steps=profile_steps,
-                seed=seed,
-                nvml_interval_ms=nvml_interval_ms,
-                trace_out=out_trace,
-            )
+            # compiled and timed under the eager job's SDPA backend; the static cache passes
+            # SDPA a mask, which some backends (flash on CUDA) have no kernel for: then
+            # torch's own choice, and the record says so
+            for backend in dict.fromkeys([sdpa_backend, "auto"]):
+                try:
+                    with sdpa_context(backend):
+                        fields, rows = measure_graph_batch(
+                            dev,
+                            model,
+                            batch=batch,
+                            prompt_len=prompt_len,
+                            new_tokens=new_tokens,
+                            warmup_steps=warmup_steps,
+                            profile_steps=profile_steps,
+                            seed=seed,
+                            nvml_interval_ms=nvml_interval_ms,
+                            trace_out=out_trace,
+                        )
+                    break
+                except RuntimeError as e:
+                    if backend == "auto" or not no_sdpa_kernel(e):
+                        raise
+                    torch._dynamo.reset()
+                    meta["sdpa_backend_note"] = (
+                        f"decode.sdpa_backend {sdpa_backend} has no kernel for the static "
+                        f"cache's masked attention here ({str(e).splitlines()[0][:160]}): "
+                        "graph mode ran with torch's own choice (auto)"
+                    )
+            meta["sdpa_backend_used"] = backend
             rec = record(OK, None, **meta, **fields)
         except (RuntimeError, MemoryError) as e:
             if is_compile_failure(e):

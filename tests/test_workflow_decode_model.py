@@ -158,3 +158,29 @@ def test_graph_only_is_refused(tiny_run, tmp_path):
     cfg["decode"].update(mode=["eager", "graph"], graph_batches=[7])
     proc = smk(wd, "all", "-n", configfile=write_config(tmp_path / "g.yaml", cfg))
     assert proc.returncode != 0 and "decode.graph_batches: [7] not in" in proc.stderr
+
+
+@pytest.mark.slow
+def test_graph_mode_falls_back_when_the_backend_has_no_kernel(tiny_run, tmp_path):
+    """decode.sdpa_backend with no kernel here (efficient attention on a CPU): the eager
+    record is skipped with torch's reason; graph mode compiles again with torch's own choice
+    and says so, instead of failing the job."""
+    proc, res = _second_run(
+        tiny_run,
+        tmp_path,
+        "nokernel",
+        {
+            "mode": ["eager", "graph"],
+            "graph_batches": [1],
+            "batches": [1],
+            "lab1a_batches": [1, 1],
+            "sdpa_backend": "efficient",
+        },
+        env={"TORCHINDUCTOR_CACHE_DIR": str(INDUCTOR_CACHE)},
+    )
+    e = json.loads((res / "decode" / "b1.json").read_text())
+    assert e["status"] == "skipped" and "sdpa_backend efficient" in e["reason"]
+    g = json.loads((res / "decode" / "graph" / "b1.json").read_text())
+    assert g["status"] == "ok", g["reason"]
+    assert g["sdpa_backend"] == "efficient" and g["sdpa_backend_used"] == "auto"
+    assert "torch's own choice" in g["sdpa_backend_note"]
