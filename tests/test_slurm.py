@@ -12,6 +12,7 @@ import os
 import re
 import shutil
 import subprocess
+import time
 from pathlib import Path
 
 import pytest
@@ -45,6 +46,24 @@ def slurm():
         )
         assert r.returncode == 0, r.stderr
     assert _slurm_up()
+    # a job left in the queue (by a run killed mid-test) would hold the node: fail fast
+    # with what is queued instead of pending until the test's timeout
+    deadline = time.monotonic() + 60
+    while True:
+        queue = subprocess.run(
+            ["squeue", "-h", "-o", "%i %j %T %M"], capture_output=True, text=True, timeout=10
+        ).stdout.strip()
+        state = subprocess.run(
+            ["sinfo", "-h", "-N", "-o", "%t"], capture_output=True, text=True, timeout=10
+        ).stdout.strip()
+        if not queue and state.startswith("idle"):
+            break
+        if time.monotonic() > deadline:
+            pytest.fail(
+                f"the local SLURM is busy (node {state!r}; queue: {queue!r}): "
+                "scancel those jobs, or restart it (local-slurm.sh stop; local-slurm.sh start)"
+            )
+        time.sleep(1)
 
 
 def small_config() -> dict:

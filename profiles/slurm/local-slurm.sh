@@ -172,10 +172,26 @@ EOF
   sacctmgr -i add cluster "$CLUSTER" >/dev/null 2>&1 || true
   sacctmgr -i add account hwlab Cluster="$CLUSTER" >/dev/null 2>&1 || true
   sacctmgr -i add user root Account=hwlab DefaultAccount=hwlab >/dev/null 2>&1 || true
+  local fresh=1
+  running slurmd && fresh=0
   start_daemon slurmctld "$STATE/slurmctld.pid" /usr/sbin/slurmctld
   start_daemon slurmd "$STATE/slurmd.pid" /usr/sbin/slurmd
-  wait_for "$TIMEOUT" "the node to become idle" bash -c \
-    "sinfo -h -N -o %t | grep -qE '^(idle|mix|alloc)'"
+  wait_for "$TIMEOUT" "the node to register" bash -c \
+    "sinfo -h -N -o %t | grep -qE '^(idle|mix|alloc|comp)'"
+  if ((fresh)); then
+    # slurmctld recovers its queue from $STATE, but on this one node a job from before the
+    # daemons (re)started has no live step: slurmd purged its script. Left alone it holds the
+    # node's CPUs until its time limit and every new job pends behind it. Cancel them all.
+    local stale
+    stale=$(squeue -h -o %i | tr '\n' ' ')
+    if [[ -n ${stale// /} ]]; then
+      say "cancelling jobs left from before this start: $stale"
+      # shellcheck disable=SC2086
+      scancel $stale
+    fi
+  fi
+  wait_for "$TIMEOUT" "the queue to drain and the node to become idle" bash -c \
+    "[[ -z \$(squeue -h -o %i) ]] && sinfo -h -N -o %t | grep -qE '^idle'"
   say "ready: partition $PARTITION, $(nproc) CPUs, $GPUS fake GPUs; try: sinfo; sbatch --wrap hostname"
 }
 
