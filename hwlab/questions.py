@@ -457,7 +457,10 @@ def tp_rows(
     inputs: dict[str, Any], entries: dict[str, Any], efficiency: float | None
 ) -> list[dict[str, Any]]:
     """One row per parallelism-table model: the TP threshold at the catalog link and at
-    the run's busbw (pure)."""
+    the run's busbw (pure). Per link ``label`` (catalog, measured): ``tp_<label>`` is the
+    smallest degree of TP_DEGREES reaching COMM_MEANINGFUL, or None; ``tp_<label>_why``
+    says why it was not computed (None when it was: then a None ``tp_<label>`` means no
+    degree up to ``tp_<label>_max`` reaches the threshold)."""
     from hwlab.catalog import peak_tflops
     from hwlab.napkin import TP_MODELS
 
@@ -477,7 +480,19 @@ def tp_rows(
         }
         for label in ("catalog", "measured"):
             bw = inputs.get(f"{label}_busbw")
-            if not (bw and peak and efficiency and row["params_b"]):
+            missing = [
+                why
+                for have, why in (
+                    (bw, f"no {label} busbw"),
+                    (peak, f"no bf16 peak for {key}"),
+                    (efficiency, "no GEMM efficiency in this run"),
+                    (row["params_b"], "no parameter count"),
+                )
+                if not have
+            ]
+            row[f"tp_{label}_why"] = "; ".join(missing) or None
+            row[f"tp_{label}_max"] = TP_DEGREES[-1]
+            if missing:
                 row[f"tp_{label}"] = None
                 row[f"share_tp8_{label}"] = None
                 continue
@@ -497,6 +512,17 @@ def tp_rows(
             row[f"busbw_{label}"] = bw
         rows.append(row)
     return rows
+
+
+def tp_cell(row: dict[str, Any], label: str) -> str:
+    """A tp_rows row's threshold at link ``label`` as the §8 table prints it: the degree;
+    '> N' (N the largest degree tried) when it was computed and no degree reaches the
+    threshold; '— (why)' when it was not computed."""
+    why = row.get(f"tp_{label}_why")
+    if why:
+        return f"— ({why})"
+    v = row.get(f"tp_{label}")
+    return f"{v}" if v is not None else f"> {row.get(f'tp_{label}_max', TP_DEGREES[-1])}"
 
 
 # ======================================================================================
@@ -662,15 +688,12 @@ def section8(run, by_key: dict[str, H.Finding], catalog_path: str | None = None)
         ]
         for r in rows:
 
-            def tp(v):
-                return "—" if v is None and not eff else (f"{v}" if v else f"> {TP_DEGREES[-1]}")
-
             def sh(v):
                 return "—" if v is None else f"{num(100 * v)}%"
 
             L.append(
-                f"| {r['model']} | {r['writeup_practice']} | {tp(r['tp_catalog'])} | "
-                f"{sh(r['share_tp8_catalog'])} | {tp(r['tp_measured'])} | "
+                f"| {r['model']} | {r['writeup_practice']} | {tp_cell(r, 'catalog')} | "
+                f"{sh(r['share_tp8_catalog'])} | {tp_cell(r, 'measured')} | "
                 f"{sh(r['share_tp8_measured'])} |"
             )
         L += [
@@ -683,11 +706,11 @@ def section8(run, by_key: dict[str, H.Finding], catalog_path: str | None = None)
         ]
         for r in rows:
             L.append(
-                f"   - {r['model']}: AllReduce becomes meaningful at TP "
-                f"{r['tp_catalog'] or '> 64'} on the catalog link; the writeup runs it at "
+                f"   - {r['model']}: not evaluable on the catalog link ({r['tp_catalog_why']})."
+                if r.get("tp_catalog_why")
+                else f"   - {r['model']}: AllReduce becomes meaningful at TP "
+                f"{tp_cell(r, 'catalog')} on the catalog link; the writeup runs it at "
                 f"{r['writeup_practice']}."
-                if r["tp_catalog"] is not None or eff
-                else f"   - {r['model']}: not evaluable (no GEMM efficiency in this run)."
             )
     else:
         L.append("3. **TP degree.** No §6 napkin table in this run (tables/napkin_tp.csv).")

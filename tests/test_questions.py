@@ -186,6 +186,23 @@ def test_napkin_tp_inputs_and_rows():
     assert all(r["tp_catalog"] is None for r in Q.tp_rows(inp, CATALOG, None))
 
 
+def test_tp_cell_not_computed_beyond_range_and_reached():
+    base = {"batch": 32, "seq_len": 2048, "bytes_per_el": 2, "catalog_key": "h100_sxm"}
+    name = "Llama-2/3-70B (the writeup's example)"
+    # no busbw measured (a CPU box): not computed, says why, never "> 64"
+    cpu = {r["model"]: r for r in Q.tp_rows({**base, "catalog_busbw": 450.0}, CATALOG, 0.8)}
+    cell = Q.tp_cell(cpu[name], "measured")
+    assert cell.startswith("—") and "no measured busbw" in cell and ">" not in cell
+    assert Q.tp_cell(cpu[name], "catalog") == "4"  # reached: the degree
+    # a link so fast no degree reaches 10%: beyond the largest degree tried
+    fast = {r["model"]: r for r in Q.tp_rows({**base, "catalog_busbw": 1e9}, CATALOG, 0.8)}
+    assert fast[name]["tp_catalog"] is None and fast[name]["tp_catalog_why"] is None
+    assert Q.tp_cell(fast[name], "catalog") == f"> {Q.TP_DEGREES[-1]}"
+    # no GEMM efficiency: not computed on either link
+    none = {r["model"]: r for r in Q.tp_rows({**base, "catalog_busbw": 450.0}, CATALOG, None)}
+    assert "no GEMM efficiency" in Q.tp_cell(none[name], "catalog")
+
+
 def test_run_efficiency():
     df = pd.DataFrame(
         [
