@@ -19,7 +19,7 @@ import pandas as pd
 
 from hwlab import decode_findings as DF
 from hwlab import headlines as H
-from hwlab.io import read_json
+from hwlab.io import fmt_sig, read_json
 
 SECTIONS = (
     "Headline Findings",
@@ -227,10 +227,12 @@ def extra_headlines(run: Run) -> list[H.Finding]:
 # ---- rendering -------------------------------------------------------------------------
 
 
-def _f(x: Any, nd: str = ".3g") -> str:
+def _f(x: Any) -> str:
+    """A number in prose: three significant digits, whole and grouped from 1,000 up
+    (:func:`hwlab.io.fmt_sig`: 3,350, never 3.35e+03); 'n/a' when missing."""
     if x is None or (isinstance(x, float) and pd.isna(x)):
         return "n/a"
-    return format(x, nd) if isinstance(x, int | float) else str(x)
+    return fmt_sig(x)
 
 
 def _skipped(run: Run, stage: str, what: str) -> str:
@@ -661,7 +663,7 @@ def lab3_lines(run: Run) -> list[str]:
                 f"- {r['backend']} world size {int(r['world_size'])} ({r['dtype']}): latency "
                 f"α = {_f(r.get('alpha_us'))} µs; β = {_f(beta)} GB/s busbw, the bandwidth the "
                 f"fitted t(n) = α + n/β tends to as n → ∞ (a model parameter, not a measured "
-                f"point); knee n* = α·β = {_f(r.get('knee_bytes'), ',.0f')} bytes (half of β "
+                f"point); knee n* = α·β = {_f(r.get('knee_bytes'))} bytes (half of β "
                 f"reached); busbw measured at the largest size {H.span(m_lo, m_hi)} GB/s "
                 "(slowest–fastest iteration)."
             )

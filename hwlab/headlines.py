@@ -58,6 +58,7 @@ from typing import Any
 import pandas as pd
 
 from hwlab import formulas as F
+from hwlab.io import fmt_sig
 
 ON_MEMORY_LINE = 90.0
 RIDGE_TOLERANCE = 0.1
@@ -587,7 +588,12 @@ def cache_finding(roofline: pd.DataFrame, ncu_gemm: pd.DataFrame | None = None) 
             for _, r in ncu_gemm.iterrows()
             if pd.notna(r.get("dram_read_gbps"))
         }
-        text += f" NCU's true DRAM read rate: {ev['ncu_dram_gbps']} GB/s."
+        if ev["ncu_dram_gbps"]:
+            text += (
+                " NCU's true DRAM read rate: "
+                + ", ".join(f"M={m}: {fmt_sig(v)} GB/s" for m, v in ev["ncu_dram_gbps"].items())
+                + "."
+            )
     return Finding("cache", title, verdict, text, ev, th)
 
 

@@ -45,6 +45,16 @@ def test_reference_renders_every_section(reference):
     assert "SM Busy 1.13% → 31.5%" in md  # cross-reference cell from the Lab 1b data
 
 
+def test_lab2_peaks_line_has_no_exponent_numbers(reference, monkeypatch):
+    """A catalog GPU's peaks (H100-like: 3,350 GB/s, 1,979 TFLOP/s) read as prose."""
+    ceil = {"basis": "spec", "dtype": "bf16", "spec_tflops": 989.4,
+            "spec_sparse_tflops": 1978.9, "spec_bw_gbps": 3350.0}  # fmt: skip
+    monkeypatch.setattr(FD, "roofline_ceilings", lambda run: ceil)
+    peaks = next(x for x in FD.lab2_method_lines(reference) if x.startswith("- Peaks"))
+    assert "e+" not in peaks
+    assert "989 TFLOP/s dense bf16, sparse 1,979, 3,350 GB/s" in peaks
+
+
 def test_cpu_run_findings(tiny_run):
     res = tiny_run[2]
     md = (res / "findings.md").read_text()

@@ -227,6 +227,14 @@ def test_cache_too_noisy():
     assert f.verdict == H.INCONCLUSIVE and "straddles 100.0%" in f.text
 
 
+def test_cache_ncu_dram_rate_reads_as_prose():
+    warm = synthetic([1, 2], [120, 130], [1, 2], Ms=[64, 128])
+    ncu = pd.DataFrame({"M": [64, 128], "dram_read_gbps": [812.3456, 1234.5]})
+    text = H.cache_finding(warm, ncu).text
+    assert "M=64: 812 GB/s, M=128: 1,234 GB/s." in text
+    assert "{" not in text and "e+" not in text
+
+
 def test_cache_not_evaluable():
     df = synthetic([1, 2], [1.0, 1.0], [1, 2])
     df["pct_mem_peak"] = float("nan")
