@@ -131,6 +131,22 @@ def test_writeup_claims_checked():
     assert all(c["follows"] for k, c in checks.items() if "30 tok/s" not in c["claim"])
     m3 = next(c for c in checks.values() if "30 tok/s" in c["claim"])
     assert m3["follows"] is False and "5.71 tok/s" in m3["napkin"]
+    # the explanation is computed: 30 x 141 GB of bf16 weights, int4's cap from its bytes
+    assert "cannot be bf16 decode" in m3["explanation"] and "TB/s" in m3["explanation"]
+    w = N.decode_napkin(70, N.precision("bf16"), 1, 1)["weight_gb"]
+    assert f"30 x {w:.3g} GB = {30 * w / 1e3:.3g} TB/s" in m3["explanation"]
+    assert (
+        "fits: H100 and B200" in next(c for c in checks.values() if "B200" in c["claim"])["napkin"]
+    )
+
+
+def test_writeup_m3_claim_follows_on_a_faster_m3():
+    """With 10x the bandwidth the same check follows, and its explanation says so."""
+    fast = {**ENTRIES, "m3_ultra": {**ENTRIES["m3_ultra"]}}
+    fast["m3_ultra"]["mem_bw_gbps"] = 10 * ENTRIES["m3_ultra"]["mem_bw_gbps"]
+    m3 = next(c for c in N.writeup_decode_check(fast) if "30 tok/s" in c["claim"])
+    assert m3["follows"] is True
+    assert "within the napkin" in m3["explanation"] and "cannot" not in m3["explanation"]
 
 
 def _cli(*args):
