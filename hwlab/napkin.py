@@ -896,8 +896,8 @@ def writeup_decode_check(
         },
         {
             "claim": "§7: M3 Ultra runs 70B bf16 at ~30 tok/s",
-            "napkin": f"at most {m3_bf16:.3g} tok/s in bf16 (140 GB / {m3['mem_bw_gbps']:g} "
-            f"GB/s), {m3_int4:.3g} tok/s in int4",
+            "napkin": f"at most {m3_bf16:.3g} tok/s in bf16 ({m3_70['weight_gb']:.3g} GB / "
+            f"{m3['mem_bw_gbps']:g} GB/s), {m3_int4:.3g} tok/s in int4",
             "follows": m3_follows,
             "explanation": m3_why,
         },
