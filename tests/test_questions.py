@@ -60,13 +60,11 @@ def test_prefill_mfu_columns():
     assert pd.isna(out.loc[1, "prefill_mfu_pct"])
 
 
-def decode(mfus, weight_mb=6000.0, dtype="bf16", lo=None, hi=None):
+def decode(mfus, weight_mb=6000.0, dtype="bf16"):
     rows = []
     for i, m in enumerate(mfus):
         r = {"batch": 2**i, "status": "ok", "weight_mb": weight_mb, "dtype": dtype,
              "prefill_mfu_pct": m, "mfu_peak_basis": "spec dense bf16 (h100_sxm)"}  # fmt: skip
-        if lo is not None:
-            r["prefill_mfu_lo_pct"], r["prefill_mfu_hi_pct"] = lo[i], hi[i]
         rows.append(r)
     return pd.DataFrame(rows)
 
@@ -75,8 +73,13 @@ def test_prefill_mfu_finding_verdicts():
     assert Q.prefill_mfu_finding(decode([3.0, 4.5])).verdict == H.HOLDS
     f = Q.prefill_mfu_finding(decode([3.0, 12.0]))
     assert f.verdict == H.FAILS and "batch 1" in f.text
-    noisy = decode([4.8, 4.0], lo=[4.0, 3.5], hi=[5.6, 4.5])
-    assert Q.prefill_mfu_finding(noisy).verdict == H.INCONCLUSIVE
+    # one prefill timing per batch: read as exact, the band's edge included, and said so
+    edge = Q.prefill_mfu_finding(decode([2.0, 5.0]))
+    assert edge.verdict == H.HOLDS and "single prefill timing" in edge.text
+    assert Q.prefill_mfu_finding(decode([1.99, 3.0])).verdict == H.FAILS
+    # no MFU (no peak): not evaluable, the reachable undecided outcome
+    nopeak = decode([float("nan")])
+    assert Q.prefill_mfu_finding(nopeak).verdict == H.NOT_EVALUABLE
     tiny = Q.prefill_mfu_finding(decode([30.0], weight_mb=85.0, dtype="fp32"))
     assert tiny.verdict == H.NOT_EVALUABLE and "0.0213 B parameters" in tiny.text
     assert Q.prefill_mfu_finding(None).verdict == H.NOT_EVALUABLE
