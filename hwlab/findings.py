@@ -638,7 +638,11 @@ def calibration_lines(run: Run, by_key: dict[str, H.Finding]) -> list[str]:
             "`gpu__dram_throughput.avg.pct_of_peak_sustained_elapsed` instead. " + gu.text
         )
     elif gu.verdict == H.NOT_EVALUABLE:
-        out.append("- GPU-Util as a diagnostic: not evaluable on this run (headline 1 says why).")
+        # by_key keeps the headline order (render builds it from the numbered list)
+        n = list(by_key).index("gpu_util") + 1
+        out.append(
+            f"- GPU-Util as a diagnostic: not evaluable on this run (headline {n} says why)."
+        )
     else:
         out.append(f"- GPU-Util as a diagnostic: {gu.text}")
     return out

@@ -111,18 +111,22 @@ def precision_pair(device: dict[str, Any]) -> dict[str, Any]:
 
 
 def _series(roof: pd.DataFrame, dtype: str) -> pd.DataFrame:
-    s = roof[(roof["dtype"] == dtype) & (roof["status"] == "ok")]
-    if "l2" in s:
-        s = s[s["l2"] == "warm"] if (s["l2"] == "warm").any() else s
-    return s.sort_values("M")
+    """One dtype's ok points (:func:`hwlab.headlines.roofline_series`), warm L2 where the
+    sweep has it, else its one L2 mode, sorted by M."""
+    ok = roof[(roof["dtype"] == dtype) & (roof["status"] == "ok")]
+    if ok.empty:
+        return ok
+    l2 = "warm" if (ok["l2"] == "warm").any() else str(ok["l2"].iloc[0])
+    return H.roofline_series(roof, dtype, l2).sort_values("M")
 
 
 def ratio_interval(fast: pd.Series, base: pd.Series) -> tuple[float, float, float]:
-    """(ratio, lo, hi) of two roofline points' TFLOP/s, the interval from each point's
-    relative spread ((max − min) / median of its repeats)."""
-    f, b = float(fast["tflops"]), float(base["tflops"])
-    fs, bs = _num(fast.get("rel_spread")) or 0.0, _num(base.get("rel_spread")) or 0.0
-    return f / b, f * (1 - fs / 2) / (b * (1 + bs / 2)), f * (1 + fs / 2) / (b * (1 - bs / 2))
+    """(ratio, lo, hi) of two roofline points' TFLOP/s: each point's (lo, hi) is its
+    TFLOP/s at its slowest and fastest repeat (:func:`hwlab.headlines.rng`), so the ratio
+    lies in [fast lo / base hi, fast hi / base lo]."""
+    f_lo, f_hi = H.rng(fast, "tflops")
+    b_lo, b_hi = H.rng(base, "tflops")
+    return float(fast["tflops"]) / float(base["tflops"]), f_lo / b_hi, f_hi / b_lo
 
 
 def precision_ratio_finding(
@@ -475,6 +479,7 @@ def tp_rows(
             "writeup_row": m.writeup_row,
             "writeup_practice": m.practice,
             "params_b": NOMINAL_PARAMS_B.get(m.key),
+            "d_model": m.d_model,
             "device": key,
             "peak_tflops": peak,
             "efficiency": efficiency,
@@ -513,6 +518,30 @@ def tp_rows(
             row[f"busbw_{label}"] = bw
         rows.append(row)
     return rows
+
+
+def d_model_trend(rows: list[dict[str, Any]], label: str) -> str:
+    """How the TP 8 AllReduce share of tp_rows moves with d_model at link ``label``, read
+    off the rows (sorted by d_model): falls / rises at every step, or neither."""
+    pts = sorted(
+        (r["d_model"], r[f"share_tp8_{label}"])
+        for r in rows
+        if r.get(f"share_tp8_{label}") is not None
+    )
+    if len(pts) < 2:
+        return f"No TP 8 share computed on the {label} link to compare across d_model."
+    steps = [b[1] - a[1] for a, b in zip(pts, pts[1:], strict=False)]
+    trend = (
+        "falls with d_model: bigger models tolerate more TP"
+        if all(d < 0 for d in steps)
+        else "rises with d_model"
+        if all(d > 0 for d in steps)
+        else "does not move monotonically with d_model"
+    )
+    return (
+        f"On the {label} link the TP 8 share goes from {num(100 * pts[0][1])}% "
+        f"(d_model {pts[0][0]}) to {num(100 * pts[-1][1])}% (d_model {pts[-1][0]}): it {trend}."
+    )
 
 
 def tp_cell(row: dict[str, Any], label: str) -> str:
@@ -701,8 +730,9 @@ def section8(run, by_key: dict[str, H.Finding], catalog_path: str | None = None)
             "",
             f"   Threshold {100 * COMM_MEANINGFUL:.0f}% (COMM_MEANINGFUL in "
             "hwlab/questions.py); share = comm / (compute + comm), no overlap; parameters "
-            "as the model names state. The share barely depends on batch × seq (both terms "
-            "scale with tokens) and falls with d_model: bigger models tolerate more TP.",
+            "as the model names state. By the formula (not a measurement), compute and "
+            "communication both scale with batch × seq tokens, so batch × seq moves the share "
+            "only through the attention term (∝ seq²). " + d_model_trend(rows, "catalog"),
             "",
         ]
         for r in rows:

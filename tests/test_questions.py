@@ -107,11 +107,14 @@ def test_precision_pair_reads_the_device():
 
 
 def roof(fp8_big, fp8_small=None, spread=0.01):
+    """Roofline rows as roofline.build_table writes them: TFLOP/s with its slowest and
+    fastest repeat (tflops_lo, tflops_hi), here ``spread`` wide around the median."""
     rows = []
     for dt, big, small in (("bf16", 800.0, 40.0), ("fp8", fp8_big, fp8_small or 60.0)):
         for m, tf in ((1, small), (2048, big)):
             rows.append({"dtype": dt, "status": "ok", "reason": None, "l2": "warm", "M": m,
-                         "tflops": tf, "rel_spread": spread})  # fmt: skip
+                         "ai": m, "tflops": tf, "tflops_lo": tf * (1 - spread / 2),
+                         "tflops_hi": tf * (1 + spread / 2), "rel_spread": spread})  # fmt: skip
     return pd.DataFrame(rows)
 
 
@@ -126,6 +129,10 @@ def test_precision_ratio_verdicts():
     mamf = roof(800.0 * 1402.6 / 794.5)
     assert Q.precision_ratio_finding(mamf, dev, spec).verdict == H.FAILS
     assert Q.precision_ratio_finding(roof(1480.0, spread=0.2), dev).verdict == H.INCONCLUSIVE
+    # the interval is the points' own slowest / fastest repeats: fast lo / base hi, ...
+    c = Q.precision_ratio_finding(roof(1600.0, spread=0.2), dev).evidence["ends"]
+    c = c["compute-bound end"]
+    assert (c["lo"], c["hi"]) == pytest.approx((1440 / 880, 1760 / 720))
 
 
 def test_precision_ratio_not_evaluable():
@@ -204,6 +211,19 @@ def test_tp_cell_not_computed_beyond_range_and_reached():
     # no GEMM efficiency: not computed on either link
     none = {r["model"]: r for r in Q.tp_rows({**base, "catalog_busbw": 450.0}, CATALOG, None)}
     assert "no GEMM efficiency" in Q.tp_cell(none[name], "catalog")
+
+
+def test_d_model_trend_read_off_the_rows():
+    inp = {"batch": 32, "seq_len": 2048, "bytes_per_el": 2, "catalog_key": "h100_sxm",
+           "catalog_busbw": 450.0}  # fmt: skip
+    rows = Q.tp_rows(inp, CATALOG, 0.8)
+    text = Q.d_model_trend(rows, "catalog")
+    assert "falls with d_model" in text and "d_model 4096" in text and "d_model 16384" in text
+    up = [{"d_model": 1, "share_tp8_x": 0.1}, {"d_model": 2, "share_tp8_x": 0.2}]
+    assert "rises with d_model" in Q.d_model_trend(up, "x")
+    mixed = [*up, {"d_model": 3, "share_tp8_x": 0.15}]
+    assert "not move monotonically" in Q.d_model_trend(mixed, "x")
+    assert "No TP 8 share" in Q.d_model_trend(Q.tp_rows(inp, CATALOG, None), "catalog")
 
 
 def test_run_efficiency():
