@@ -616,8 +616,7 @@ def calibration_lines(run: Run, by_key: dict[str, H.Finding]) -> list[str]:
         att_word = {
             H.HOLDS: f"below {100 * H.ATTN_LOW:.0f}% at every batch: not the bottleneck",
             H.FAILS: f"at or above {100 * H.ATTN_LOW:.0f}% at some batch: a real but "
-            + ("second-order" if worst < 0.5 * max(max(g["shares"]) for g in groups)
-               else "first-order") + " share",
+            + ("second-order" if att.evidence["second_order"] else "first-order") + " share",
             H.INCONCLUSIVE: f"within noise of {100 * H.ATTN_LOW:.0f}%",
         }[att.verdict]  # fmt: skip
         out.append(

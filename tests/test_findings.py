@@ -287,6 +287,23 @@ def test_decode_overhead_says_where_the_gap_is():
     assert f.verdict == H.HOLDS and "no profiled step time" in f.text
 
 
+def test_decode_overhead_profile_longer_than_the_step_beyond_noise():
+    """The profile exceeding the timed step is said only outside the step's p10-p90."""
+    inside = H.decode_overhead_finding(decode(None, busy=13.0, spread=0.1))  # 10.8-13.2 ms
+    assert not inside.evidence["profile_exceeds_step"] and "took longer" not in inside.text
+    beyond = H.decode_overhead_finding(decode(None, busy=14.0, spread=0.1))
+    assert beyond.evidence["profile_exceeds_step"] and "took longer" in beyond.text
+
+
+def test_attention_second_order_is_one_rule():
+    """Second-order: attention's largest share below SECOND_ORDER x the largest class's."""
+    small = H.attention_finding(classes([0.6] * 4, [0.1] * 4, [0.02, 0.01, 0.2, 0.02]))
+    assert small.evidence["second_order"] and "far below the largest class" in small.text
+    big = H.attention_finding(classes([0.6] * 4, [0.1] * 4, [0.02, 0.01, 0.4, 0.02]))
+    assert not big.evidence["second_order"] and "comparable to the largest" in big.text
+    assert small.thresholds["second_order"] == H.SECOND_ORDER
+
+
 def test_decode_regimes_and_operating_point():
     d = decode(None)
     regimes = H.decode_regimes(d)
