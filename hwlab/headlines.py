@@ -59,7 +59,8 @@ from typing import Any
 import pandas as pd
 
 from hwlab import formulas as F
-from hwlab.io import fmt_sig
+from hwlab.io import finite as _num
+from hwlab.io import fmt_number, fmt_sig
 
 ON_MEMORY_LINE = 90.0
 RIDGE_TOLERANCE = 0.1
@@ -145,10 +146,12 @@ class Finding:
 
 
 def _fmt(x: float | None) -> str:
-    """1 decimal for numbers >= 10 (the writeup's style), 3 significant digits below."""
+    """A number in a headline as the tables print it (:func:`hwlab.io.fmt_number`: 1
+    decimal from 10, the writeup's style, whole and grouped from 1,000, 3 significant
+    digits below 10); 'n/a' when missing."""
     if x is None or pd.isna(x):
         return "n/a"
-    return f"{x:,.1f}" if abs(x) >= 10 else f"{x:.3g}"
+    return fmt_number(x)
 
 
 # ---- intervals -------------------------------------------------------------------------------
@@ -167,14 +170,6 @@ RANGES = {
     "gpu_util_pct": ("gpu_util_p10_pct", "gpu_util_p90_pct"),
     "share": ("share_lo", "share_hi"),
 }
-
-
-def _num(x: Any) -> float | None:
-    try:
-        v = float(x)
-    except (TypeError, ValueError):
-        return None
-    return v if math.isfinite(v) else None
 
 
 def rng(row: Any, col: str) -> tuple[float | None, float | None]:

@@ -107,9 +107,20 @@ def fmt_sig(x: Any, digits: int = 3) -> str:
         return str(x)
     if not math.isfinite(v):
         return "—" if v != v else str(v)
-    if abs(v) >= 10**digits:
+    s = f"{v:.{digits}g}"
+    if abs(v) >= 10**digits or "e+" in s:  # 999.7 rounds to 1e+03 at 3 digits
         return f"{v:,.0f}"
-    return f"{v:.{digits}g}"
+    return s
+
+
+def finite(x: Any) -> float | None:
+    """``x`` as a float, or None when it is missing, not a number, NaN or infinite (the
+    one reader of optional numeric cells and record fields)."""
+    try:
+        v = float(x)
+    except (TypeError, ValueError):
+        return None
+    return v if math.isfinite(v) else None
 
 
 def fmt_number(x: Any) -> str:

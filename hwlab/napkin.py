@@ -22,6 +22,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from hwlab import formulas as F
+from hwlab.io import finite as _num
+from hwlab.io import fmt_sig
 
 GB = 1e9
 
@@ -229,17 +231,9 @@ def tp_steps(c: TPComm, bandwidths: list[tuple[str, float]]) -> list[str]:
 
 
 def _ms(x: float) -> str:
-    """Milliseconds as the tables print them (no exponent notation)."""
-    from hwlab.io import fmt_number
-
-    return fmt_number(x) if abs(x) >= 1000 else f"{x:.4g}"
-
-
-def _g3(x: float) -> str:
-    """3 significant digits, thousands grouped instead of an exponent."""
-    from hwlab.io import fmt_number
-
-    return fmt_number(x) if abs(x) >= 1000 else f"{x:.3g}"
+    """Milliseconds as the tables print them: 4 significant digits below 1,000, the whole
+    number grouped from there (:func:`hwlab.io.fmt_sig`; no exponent notation)."""
+    return fmt_sig(x, 4 if abs(x) < 1000 else 3)
 
 
 def _md(df) -> str:
@@ -389,14 +383,6 @@ def measured_bandwidths(fit_rows: list[dict[str, Any]]) -> list[Bandwidth]:
             )
         )
     return out
-
-
-def _num(v: Any) -> float | None:
-    try:
-        v = float(v)
-    except (TypeError, ValueError):
-        return None
-    return v if v == v else None
 
 
 def tp_table_rows(
@@ -956,7 +942,7 @@ def decode_markdown(
             for m in wide.columns:
                 ms, t = wide.loc[dev, m], tp.loc[dev, m]
                 cells.loc[dev, m] = (
-                    "—" if pd.isna(ms) else _g3(ms) + (f" (TP{int(t)})" if t and t > 1 else "")
+                    "—" if pd.isna(ms) else fmt_sig(ms) + (f" (TP{int(t)})" if t and t > 1 else "")
                 )
         lines += [
             f"#### {prec}: decode step (ms) at batch 1, TP AllReduces included",
@@ -1012,13 +998,13 @@ def decode_steps(r: dict[str, Any], device: str) -> list[str]:
         per = f"{r['weight_gb']:.3g} GB" + (f" / TP {tp}" if tp > 1 else "")
         line = (
             f"decode step lower bound at batch 1: {per} / {r['mem_bw_gbps']:g} GB/s = "
-            f"{_g3(r['weights_ms'])} ms"
+            f"{fmt_sig(r['weights_ms'])} ms"
         )
         if tp > 1:
             line += (
-                f" + {_g3(r['allreduce_ms'])} ms of TP AllReduces ({r['link']}: "
+                f" + {fmt_sig(r['allreduce_ms'])} ms of TP AllReduces ({r['link']}: "
                 f"{r['link_latency_us']:g} µs each, {r['link_gbps']:g} GB/s) = "
-                f"{_g3(r['step_ms'])} ms"
+                f"{fmt_sig(r['step_ms'])} ms"
             )
         steps.append(line + f" -> at most {r['tokens_per_s']:.4g} tokens/s")
     if r["ridge_dense"] or r["ridge_sparse"]:

@@ -27,7 +27,6 @@
 
 from __future__ import annotations
 
-import math
 import re
 from pathlib import Path
 from typing import Any
@@ -36,6 +35,7 @@ import pandas as pd
 
 from hwlab import formulas as F
 from hwlab import headlines as H
+from hwlab.io import finite as _num
 from hwlab.io import fmt_sig as num
 
 WRITEUP_RATIO = 2.0
@@ -56,18 +56,6 @@ NOMINAL_PARAMS_B = {
     "gpt3-175b": 175,
     "llama3-405b": 405,
 }
-
-
-def _g(v: float | None) -> str:
-    return "n/a" if v is None else f"{num(v)}"
-
-
-def _num(v: Any) -> float | None:
-    try:
-        v = float(v)
-    except (TypeError, ValueError):
-        return None
-    return None if math.isnan(v) else v
 
 
 # ======================================================================================
@@ -706,9 +694,9 @@ def section8(run, by_key: dict[str, H.Finding], catalog_path: str | None = None)
             f"{rows[0]['device']} at {rows[0]['peak_tflops']} TFLOP/s dense × efficiency "
             f"{'n/a' if eff is None else f'{eff:.2f}'} ({eff_how}); communication = the §6 "
             f"ring napkin at {inputs.get('catalog_label') or 'no catalog link'} "
-            f"({_g(inputs.get('catalog_busbw'))} GB/s) and at this run's "
+            f"({num(inputs.get('catalog_busbw'))} GB/s) and at this run's "
             f"{inputs.get('measured_label') or 'busbw (not measured)'} "
-            f"({_g(inputs.get('measured_busbw'))} GB/s)):"
+            f"({num(inputs.get('measured_busbw'))} GB/s)):"
         )
         L += [
             "",

@@ -151,3 +151,12 @@ def test_cli_tp_help_has_every_default():
         assert f"(default: {default})" in flat[i : i + 200], opt
     assert "--busbw" in flat and "none given: the writeup's ~750 GB/s" in flat
     assert "(default: None)" not in flat
+
+
+def test_formatters_never_print_exponents():
+    """napkin's ms cells and io.fmt_sig: no exponent where rounding reaches 10**digits."""
+    from hwlab.io import finite, fmt_sig
+
+    assert fmt_sig(999.7) == "1,000" and fmt_sig(3350.0) == "3,350" and fmt_sig(9.91) == "9.91"
+    assert N._ms(9999.7) == "10,000" and N._ms(1.7914) == "1.791" and N._ms(1234.4) == "1,234"
+    assert finite("x") is None and finite(float("inf")) is None and finite("2.5") == 2.5
