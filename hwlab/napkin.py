@@ -50,6 +50,7 @@ class TPModel:
     tp: int
     practice: str  # the writeup's "practical parallelism"
     source: str
+    params_b: float  # parameters, in billions, as the model's name states (nominal)
 
 
 # Architectures (hidden size, layers) from the models' papers / published configs.
@@ -63,6 +64,7 @@ TP_MODELS: tuple[TPModel, ...] = (
         tp=1,
         practice="TP=1, scale via DP",
         source="Touvron et al. 2023, Llama 2, Table 1; HF config hidden_size 4096, 32 layers",
+        params_b=7,
     ),
     TPModel(
         key="llama2-13b",
@@ -73,6 +75,7 @@ TP_MODELS: tuple[TPModel, ...] = (
         tp=2,
         practice="TP=2–4 inside NVLink",
         source="Touvron et al. 2023, Llama 2; HF config hidden_size 5120, 40 layers",
+        params_b=13,
     ),
     TPModel(
         key="llama-33b",
@@ -83,6 +86,7 @@ TP_MODELS: tuple[TPModel, ...] = (
         tp=4,
         practice="TP=2–4 inside NVLink",
         source="Touvron et al. 2023, LLaMA, Table 2 (dimension 6656, 60 layers)",
+        params_b=33,
     ),
     TPModel(
         key="llama2-70b",
@@ -93,6 +97,7 @@ TP_MODELS: tuple[TPModel, ...] = (
         tp=8,
         practice="TP=8 single-node NVLink",
         source="Touvron et al. 2023, Llama 2; Llama 3 paper, Table 3 (8192, 80 layers); writeup §6",
+        params_b=70,
     ),
     TPModel(
         key="gpt3-175b",
@@ -104,6 +109,7 @@ TP_MODELS: tuple[TPModel, ...] = (
         practice="TP=8 + PP across nodes",
         source="Brown et al. 2020, Language Models are Few-Shot Learners, Table 2.1 "
         "(d_model 12288, 96 layers)",
+        params_b=175,
     ),
     TPModel(
         key="llama3-405b",
@@ -115,6 +121,7 @@ TP_MODELS: tuple[TPModel, ...] = (
         practice="TP=8 + PP + DP",
         source="Llama Team 2024, The Llama 3 Herd of Models, Table 3 (model dimension "
         "16384, 126 layers)",
+        params_b=405,
     ),
 )
 
@@ -581,16 +588,12 @@ NAPKIN_MODELS_B: tuple[float, ...] = (3, 7, 13, 30, 70, 175, 405)
 KV_HEADROOM = 0.2
 NODE_GPUS = 8  # devices per node; TP beyond this crosses nodes
 
-# (d_model, layers) of the napkin's model sizes, for the TP AllReduce count and message size
-# (the TP_MODELS architectures above; 3B is Qwen2.5-3B, config/models/qwen2.5-3b.json)
+# (d_model, layers) of the napkin's model sizes, for the TP AllReduce count and message size:
+# the TP_MODELS architectures above at their nominal sizes, and 3B: Qwen2.5-3B
+# (config/models/qwen2.5-3b.json)
 NAPKIN_GEOMETRY: dict[float, tuple[int, int]] = {
     3: (2048, 36),
-    7: (4096, 32),
-    13: (5120, 40),
-    30: (6656, 60),
-    70: (8192, 80),
-    175: (12288, 96),
-    405: (16384, 126),
+    **{m.params_b: (m.d_model, m.layers) for m in TP_MODELS},
 }
 
 
@@ -633,22 +636,18 @@ def tp_link(entry: dict[str, Any] | None, tp: int) -> Link | None:
             f"{NETWORK_LATENCY_US:g} µs small-message AllReduce across 2 InfiniBand nodes "
             "(NVIDIA/nccl#1244)",
         )
-    if nv and nv.get("gbps_bidir"):
-        return Link(
-            f"{nv['name']} per direction",
-            float(nv["gbps_bidir"]) / 2,
-            NVLINK_LATENCY_US,
-            f"{nv['name']} {nv['gbps_bidir']:g} GB/s bidirectional / 2; {NVLINK_LATENCY_US:g} µs "
-            "small-message AllReduce (2x H100 NVLink, NVIDIA/nccl#1259)",
-        )
-    if host and host.get("gbps_bidir"):
-        return Link(
-            f"{host['name']} per direction (no NVLink)",
-            float(host["gbps_bidir"]) / 2,
-            PCIE_LATENCY_US,
-            f"{host['name']} {host['gbps_bidir']:g} GB/s bidirectional / 2; {PCIE_LATENCY_US:g} "
-            "µs small-message AllReduce over PCIe (8x RTX 4090, NVIDIA/nccl#1530)",
-        )
+    for link, suffix, latency, where in (
+        (nv, "", NVLINK_LATENCY_US, "(2x H100 NVLink, NVIDIA/nccl#1259)"),
+        (host, " (no NVLink)", PCIE_LATENCY_US, "over PCIe (8x RTX 4090, NVIDIA/nccl#1530)"),
+    ):
+        if link and link.get("gbps_bidir"):
+            return Link(
+                f"{link['name']} per direction{suffix}",
+                float(link["gbps_bidir"]) / 2,
+                latency,
+                f"{link['name']} {link['gbps_bidir']:g} GB/s bidirectional / 2; {latency:g} µs "
+                f"small-message AllReduce {where}",
+            )
     return Link(
         "network (no GPU link on this device)",
         NETWORK_NOGPU_GBPS,

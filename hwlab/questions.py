@@ -47,17 +47,6 @@ TP_DEGREES = (2, 4, 8, 16, 32, 64)
 COST_MODELS_B = (3, 70, 405)
 BYTES = {"fp32": 4, "tf32": 4, "bf16": 2, "fp16": 2, "fp8": 1, "int8": 1}
 
-# Parameters of the parallelism-table models as their names state (nominal sizes).
-NOMINAL_PARAMS_B = {
-    "llama2-7b": 7,
-    "llama2-13b": 13,
-    "llama-33b": 33,
-    "llama2-70b": 70,
-    "gpt3-175b": 175,
-    "llama3-405b": 405,
-}
-
-
 # ======================================================================================
 # §3 — FP8 vs BF16 (or bf16 vs fp32 on a CPU with a bf16 matrix path)
 # ======================================================================================
@@ -466,7 +455,7 @@ def tp_rows(
             "model": m.name,
             "writeup_row": m.writeup_row,
             "writeup_practice": m.practice,
-            "params_b": NOMINAL_PARAMS_B.get(m.key),
+            "params_b": m.params_b,
             "d_model": m.d_model,
             "device": key,
             "peak_tflops": peak,

@@ -160,3 +160,11 @@ def test_formatters_never_print_exponents():
     assert fmt_sig(999.7) == "1,000" and fmt_sig(3350.0) == "3,350" and fmt_sig(9.91) == "9.91"
     assert N._ms(9999.7) == "10,000" and N._ms(1.7914) == "1.791" and N._ms(1234.4) == "1,234"
     assert finite("x") is None and finite(float("inf")) is None and finite("2.5") == 2.5
+
+
+def test_geometry_and_parameters_come_from_tp_models():
+    """One table: the napkin's (d_model, layers) and §8's parameter counts are TP_MODELS'."""
+    for m in N.TP_MODELS:
+        assert N.geometry(m.params_b) == (m.d_model, m.layers)
+    assert N.geometry(30) == (6656, 60)  # the '30B' row is LLaMA-33B
+    assert N.geometry(3) == (2048, 36)  # Qwen2.5-3B, not a TP_MODELS row
