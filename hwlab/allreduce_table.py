@@ -98,16 +98,17 @@ def fit_group(g) -> dict[str, Any]:
     use = ok.drop(wrong.index)
     top = ok.loc[ok.size_bytes.idxmax()]
     bw_max = float(top["busbw_gbps"])
-    t_med, t_min, t_max = (top.get(c) for c in ("time_us", "time_min_us", "time_max_us"))
-    spread_ok = all(isinstance(x, int | float) and x == x and x > 0 for x in (t_med, t_min, t_max))
+    # busbw at the slowest / fastest iteration of the largest size
+    at_lo, at_hi = F.point_range(
+        bw_max, *(top.get(c) for c in ("time_us", "time_min_us", "time_max_us"))
+    )
     out: dict[str, Any] = {
         **base,
         "status": OK,
         "max_size_bytes": int(ok.size_bytes.max()),
         "busbw_at_max_gbps": bw_max,
-        # busbw at the slowest / fastest iteration of the largest size
-        "busbw_at_max_lo_gbps": bw_max * t_med / t_max if spread_ok else bw_max,
-        "busbw_at_max_hi_gbps": bw_max * t_med / t_min if spread_ok else bw_max,
+        "busbw_at_max_lo_gbps": at_lo,
+        "busbw_at_max_hi_gbps": at_hi,
         "excluded": ", ".join(f"{fmt_bytes(s)} (wrong result)" for s in wrong.size_bytes) or None,
         "method": METHOD,
     }
@@ -159,6 +160,7 @@ def figure(df, fit_df, png: str, svg: str, overlay=None, overlay_label: str = ""
     """busbw vs size (log x) and time vs size (log-log), with the fit and the knee.
     ``overlay``: another run's allreduce table, its busbw and times drawn for comparison."""
     import numpy as np
+    import pandas as pd
 
     from hwlab import figures
 
@@ -181,8 +183,12 @@ def figure(df, fit_df, png: str, svg: str, overlay=None, overlay_label: str = ""
         bad = g[g.correct.astype(object) == False]  # noqa: E712
         if good.time_min_us.notna().all() and good.time_max_us.notna().all():
             # busbw at the slowest / fastest iteration: the spread, as error bars
-            lo = good.busbw_gbps - good.busbw_gbps * good.time_us / good.time_max_us
-            hi = good.busbw_gbps * good.time_us / good.time_min_us - good.busbw_gbps
+            ranges = [
+                F.point_range(r.busbw_gbps, r.time_us, r.time_min_us, r.time_max_us)
+                for r in good.itertuples()
+            ]
+            lo = good.busbw_gbps - pd.Series([a for a, _ in ranges], index=good.index)
+            hi = pd.Series([b for _, b in ranges], index=good.index) - good.busbw_gbps
             line = ax_bw.errorbar(
                 good.size_bytes, good.busbw_gbps, yerr=[lo.clip(lower=0), hi.clip(lower=0)],
                 fmt="o-", ms=3.5, capsize=2, label=f"{label} (median, min-max)",

@@ -8,6 +8,7 @@ writeup's worked numbers can be checked against it in unit tests. Units are in t
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 # --------------------------------------------------------------------------------------
 # GEMM / roofline (writeup Lab 2)
@@ -189,3 +190,17 @@ def rel_ci(values: Sequence[float], conf: float = 0.95) -> float:
     lo, hi = median_ci(values, conf)
     m = median(values)
     return (hi - lo) / m if m else float("inf")
+
+
+def point_range(value: Any, t_med: Any, t_min: Any, t_max: Any) -> tuple[Any, Any]:
+    """(lo, hi) of a rate (TFLOP/s, GB/s, busbw) measured as ``value`` at median time
+    ``t_med``: a rate is inversely proportional to time, so at the slowest repeat it is
+    value x t_med / t_max and at the fastest value x t_med / t_min; (value, value) when a
+    time is missing, NaN or not positive (no spread recorded)."""
+    try:
+        v, tm, t0, t1 = (float(x) for x in (value, t_med, t_min, t_max))
+    except (TypeError, ValueError):
+        return value, value
+    if not all(x == x and x > 0 for x in (v, tm, t0, t1)):
+        return value, value
+    return v * tm / t1, v * tm / t0

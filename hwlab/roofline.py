@@ -21,8 +21,10 @@ from typing import Any
 import pandas as pd
 
 from hwlab import formulas as F
-from hwlab.io import write_table
+from hwlab.io import finite, write_table
 from hwlab.peaks import ceilings
+
+point_range = F.point_range  # the rate's (lo, hi) from its repeats (hwlab.formulas)
 
 COLUMNS = [
     "shape",
@@ -93,43 +95,37 @@ def dispatch_note(df: pd.DataFrame, device_kind: str) -> str:
     return text + f"; dispatch-bound here: {pts}."
 
 
-def point_range(value: Any, t_med: Any, t_min: Any, t_max: Any) -> tuple[Any, Any]:
-    """(lo, hi) of a rate (TFLOP/s, GB/s) measured as ``value`` at median time ``t_med``:
-    its value at the slowest and at the fastest repeat; (value, value) without a spread."""
-    try:
-        v, tm, t0, t1 = (float(x) for x in (value, t_med, t_min, t_max))
-    except (TypeError, ValueError):
-        return value, value
-    if not all(x == x and x > 0 for x in (v, tm, t0, t1)):
-        return value, value
-    return v * tm / t1, v * tm / t0
-
-
 def pct_range(lo: Any, hi: Any, peak_range: tuple[Any, Any]) -> tuple[Any, Any]:
     """(lo, hi) % of a ceiling that has its own (lo, hi) range."""
     plo, phi = peak_range
     return F.pct(lo, phi), F.pct(hi, plo)
 
 
-def sweep_best(records: Iterable[dict[str, Any]]) -> dict[str, float]:
-    """Best achieved TFLOP/s per dtype over the sweep's ok points."""
-    best: dict[str, float] = {}
-    for r in records:
-        if r.get("status") == "ok":
-            best[r["dtype"]] = max(best.get(r["dtype"], 0.0), r["tflops"])
+def _best_points(rows: Iterable[Any]) -> dict[str, Any]:
+    """The ok point (record or table row) of highest TFLOP/s per dtype: the one scan
+    sweep_best / sweep_best_ranges and best_from_table / best_range_from_table read."""
+    best: dict[str, Any] = {}
+    for r in rows:
+        if r.get("status") != "ok":
+            continue
+        tf = finite(r.get("tflops"))
+        dt = str(r["dtype"])
+        if tf is not None and (dt not in best or tf > float(best[dt]["tflops"])):
+            best[dt] = r
     return best
 
 
+def sweep_best(records: Iterable[dict[str, Any]]) -> dict[str, float]:
+    """Best achieved TFLOP/s per dtype over the sweep's ok points."""
+    return {dt: float(r["tflops"]) for dt, r in _best_points(records).items()}
+
+
 def sweep_best_ranges(records: Iterable[dict[str, Any]]) -> dict[str, tuple[Any, Any]]:
-    """(lo, hi) TFLOP/s of the best point per dtype."""
-    best: dict[str, dict[str, Any]] = {}
-    for r in records:
-        if r.get("status") == "ok" and r["tflops"] > best.get(r["dtype"], {}).get("tflops", 0):
-            best[r["dtype"]] = r
+    """(lo, hi) TFLOP/s of the best point per dtype (its slowest / fastest repeat)."""
     return {
         dt: point_range(r["tflops"], r.get("gpu_time_us"), r.get("time_min_us"),
                         r.get("time_max_us"))
-        for dt, r in best.items()
+        for dt, r in _best_points(records).items()
     }  # fmt: skip
 
 
@@ -182,20 +178,21 @@ def build_table(records: Iterable[dict[str, Any]], peaks: dict[str, Any]) -> pd.
     return df.sort_values(["shape", "dtype", "l2", "M"], kind="stable").reset_index(drop=True)
 
 
+def _table_rows(df: pd.DataFrame) -> list[pd.Series]:
+    return [r for _, r in df.iterrows()]
+
+
 def best_from_table(df: pd.DataFrame) -> dict[str, float]:
-    ok = df[df["status"] == "ok"]
-    return {str(k): float(v) for k, v in ok.groupby("dtype")["tflops"].max().items()}
+    """Best TFLOP/s per dtype over a roofline table's ok rows."""
+    return {dt: float(r["tflops"]) for dt, r in _best_points(_table_rows(df)).items()}
 
 
 def best_range_from_table(df: pd.DataFrame) -> dict[str, tuple[Any, Any]]:
-    """(lo, hi) TFLOP/s of each dtype's best point (its own spread)."""
-    ok = df[df["status"] == "ok"]
+    """(lo, hi) TFLOP/s of each dtype's best row (its own spread columns, else exact)."""
     out: dict[str, tuple[Any, Any]] = {}
-    for dt, g in ok.groupby("dtype"):
-        r = g.loc[g["tflops"].idxmax()]
-        lo = r.get("tflops_lo") if "tflops_lo" in r else None
-        hi = r.get("tflops_hi") if "tflops_hi" in r else None
-        out[str(dt)] = (lo, hi) if pd.notna(lo) and pd.notna(hi) else (r["tflops"], r["tflops"])
+    for dt, r in _best_points(_table_rows(df)).items():
+        lo, hi = r.get("tflops_lo"), r.get("tflops_hi")
+        out[dt] = (lo, hi) if pd.notna(lo) and pd.notna(hi) else (r["tflops"], r["tflops"])
     return out
 
 

@@ -196,6 +196,13 @@ def test_lab3_says_what_beta_is_and_flags_a_poor_fit():
     fit.loc[0, "beta_busbw_gbps"] = 0.5 * fit.loc[0, "busbw_at_max_lo_gbps"]
     text = " ".join(FD.lab3_lines(run))
     assert "describes this sweep poorly" in text and "β lies below the busbw measured" in text
+    # the largest size's busbw range is formulas.point_range of its times
+    from hwlab.formulas import point_range
+
+    top = g.iloc[-1]
+    assert (fit.loc[0, "busbw_at_max_lo_gbps"], fit.loc[0, "busbw_at_max_hi_gbps"]) == (
+        pytest.approx(point_range(top.busbw_gbps, top.time_us, top.time_min_us, top.time_max_us))
+    )
 
 
 # ---- calibration: no tautology, noise flagged ----------------------------------------------
@@ -240,3 +247,22 @@ def test_hwlab_catalog_prints_dashes_not_nan():
         capture_output=True, text=True, cwd=REPO, timeout=60,
     ).stdout  # fmt: skip
     assert "—" in out and not any(cell.strip() == "nan" for cell in out.split("|"))
+
+
+def test_best_point_one_scan_for_records_and_tables():
+    """sweep_best* (records) and best*_from_table (the table) agree on the same points."""
+    recs = [
+        {"status": "ok", "dtype": "bf16", "tflops": 5.0, "gpu_time_us": 10.0,
+         "time_min_us": 8.0, "time_max_us": 12.5},
+        {"status": "ok", "dtype": "bf16", "tflops": 2.0, "gpu_time_us": 10.0,
+         "time_min_us": 9.0, "time_max_us": 11.0},
+        {"status": "skipped", "dtype": "fp8", "tflops": None},
+    ]  # fmt: skip
+    assert R.sweep_best(recs) == {"bf16": 5.0}
+    assert R.sweep_best_ranges(recs) == {"bf16": pytest.approx((4.0, 6.25))}
+    df = pd.DataFrame([{**r, "tflops_lo": 4.0, "tflops_hi": 6.25} for r in recs])
+    assert R.best_from_table(df) == R.sweep_best(recs)
+    assert R.best_range_from_table(df) == {"bf16": (4.0, 6.25)}
+    from hwlab.formulas import point_range
+
+    assert R.point_range is point_range
