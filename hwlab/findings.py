@@ -11,6 +11,7 @@ why in place of its table.
 from __future__ import annotations
 
 import glob
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -49,6 +50,9 @@ class Run:
     ncu_gemm: pd.DataFrame | None = None
     allreduce: pd.DataFrame | None = None
     allreduce_fit: pd.DataFrame | None = None
+    decode_model: pd.DataFrame | None = None  # tables/decode_model.csv, read once
+    gemm_points: list[dict[str, Any]] = field(default_factory=list)  # the GEMM point records
+    ceilings: dict[str, Any] | None = None  # roofline_ceilings, computed once
     texts: dict[str, str] = field(default_factory=dict)  # Markdown tables by name
     reasons: dict[str, list[str]] = field(default_factory=dict)  # why a stage is empty
 
@@ -68,8 +72,31 @@ def _csv(path: Path) -> pd.DataFrame | None:
     return pd.read_csv(path) if path.is_file() else None
 
 
+# where each stage's records lie in a run folder, for a caller that passes no paths
+RECORD_GLOBS = {
+    "gemm": "gemm/**/*.json",
+    "decode": "decode/b*.json",
+    "ncu": "ncu/b*.json",
+    "allreduce": "allreduce/*.json",
+}
+
+
 def _records(pattern: str) -> list[dict[str, Any]]:
     return [read_json(p) for p in sorted(glob.glob(pattern, recursive=True))]
+
+
+def stage_records(
+    folder: Path, stage: str, record_paths: Mapping[str, Sequence[str]] | None = None
+) -> list[dict[str, Any]]:
+    """A stage's records: the paths the workflow configured (``record_paths[stage]``, as
+    the findings rule lists them), read and validated by :func:`hwlab.records.read_all`;
+    without them (a reference folder, a caller outside the workflow) every file matching
+    RECORD_GLOBS[stage], read as they are."""
+    from hwlab import records
+
+    if record_paths is not None and stage in record_paths:
+        return records.read_all(record_paths[stage])
+    return _records(str(folder / RECORD_GLOBS[stage]))
 
 
 def _not_ok(records: list[dict[str, Any]], label: str) -> list[str]:
@@ -86,8 +113,14 @@ def _not_ok(records: list[dict[str, Any]], label: str) -> list[str]:
     )
 
 
-def load_run(folder: str | Path, name: str | None = None) -> Run:
-    """A results folder (or a reference folder of intermediates) as tables."""
+def load_run(
+    folder: str | Path,
+    name: str | None = None,
+    record_paths: Mapping[str, Sequence[str]] | None = None,
+) -> Run:
+    """A results folder (or a reference folder of intermediates) as tables.
+    ``record_paths``: stage (gemm, decode, ncu, allreduce) -> the record files the workflow
+    configured (:func:`stage_records`); a stage not given is globbed in the folder."""
     from hwlab import decode_tables, inventory, records, roofline
 
     folder = Path(folder)
@@ -106,12 +139,12 @@ def load_run(folder: str | Path, name: str | None = None) -> Run:
         run.env = read_json(folder / "env.json")
 
     run.roofline = _csv(t / "roofline.csv")
-    if run.roofline is None:
-        points = _records(str(folder / "gemm" / "**" / "*.json"))
-        if points:
-            run.roofline = roofline.build_table(points, run.peaks)
+    run.gemm_points = stage_records(folder, "gemm", record_paths)
+    if run.roofline is None and run.gemm_points:
+        run.roofline = roofline.build_table(run.gemm_points, run.peaks)
 
-    dec_records = _records(str(folder / "decode" / "b*.json"))
+    dec_records = stage_records(folder, "decode", record_paths)
+    run.decode_model = DF.load_model(folder)
     run.reasons["decode"] = _not_ok(dec_records, "batch")
     run.decode = _csv(t / "decode.csv")
     if run.decode is None and dec_records and all("weight_bytes" in r for r in dec_records):
@@ -136,7 +169,7 @@ def load_run(folder: str | Path, name: str | None = None) -> Run:
                 run.kind,
             )
 
-    ncu_records = _records(str(folder / "ncu" / "b*.json"))
+    ncu_records = stage_records(folder, "ncu", record_paths)
     run.reasons["ncu"] = _not_ok(ncu_records, "batch")
     run.ncu_lab1b = _csv(t / "ncu_lab1b.csv")
     run.ncu_launches = _csv(t / "ncu.csv")
@@ -144,7 +177,7 @@ def load_run(folder: str | Path, name: str | None = None) -> Run:
 
     run.allreduce = _csv(t / "allreduce.csv")
     run.allreduce_fit = _csv(t / "allreduce_fit.csv")
-    ar_records = _records(str(folder / "allreduce" / "*.json"))
+    ar_records = stage_records(folder, "allreduce", record_paths)
     run.reasons["allreduce"] = [
         f"{Path(r.get('file', '')).stem or r.get('backend')} "
         f"world size {r.get('world_size')}: {r.get('status')}: "
@@ -173,15 +206,21 @@ def load_run(folder: str | Path, name: str | None = None) -> Run:
 
 
 def roofline_ceilings(run: Run) -> dict[str, Any]:
+    """The ceilings the roofline headlines and Lab 2's method lines read (the main
+    series' dtype, the run's best points and their ranges); computed once per Run."""
     from hwlab.roofline import best_from_table, best_range_from_table, run_ceilings
 
+    if run.ceilings is not None:
+        return run.ceilings
     s = H.roofline_series(run.roofline) if run.roofline is not None else None
     if s is None or s.empty:
-        return {}
+        run.ceilings = {}
+        return run.ceilings
     dtype = str(s["dtype"].iloc[0])
     best = best_from_table(run.roofline)
     ranges = best_range_from_table(run.roofline) if "tflops_lo" in run.roofline else None
-    return {**run_ceilings(run.peaks, best, dtype, ranges), "dtype": dtype}
+    run.ceilings = {**run_ceilings(run.peaks, best, dtype, ranges), "dtype": dtype}
+    return run.ceilings
 
 
 def headlines(run: Run) -> list[H.Finding]:
@@ -205,7 +244,7 @@ def headlines(run: Run) -> list[H.Finding]:
         H.sweet_spot_finding(roof, ceil),
         H.attention_finding(run.kernel_classes),
         DF.decode_overhead_finding(
-            DF.load_model(run.folder),
+            run.decode_model,
             H.decode_overhead_finding(run.decode, device_kind=run.kind),
         ),
         H.cache_finding(roof, run.ncu_gemm),
@@ -307,8 +346,7 @@ def lab2_method_lines(run: Run) -> list[str]:
     roof = run.roofline
     if roof is None or roof.empty:
         return ["_No GEMM sweep in this run._"]
-    pts = _records(str(run.folder / "gemm" / "**" / "*.json"))
-    ok = [p for p in pts if p.get("status") == "ok"]
+    ok = [p for p in run.gemm_points if p.get("status") == "ok"]
     m = ok[0]["method"] if ok else {}
     timer = (
         "CUDA events around the loop"
@@ -843,11 +881,18 @@ def remove_stale_compare_figures(folder: str | Path) -> list[str]:
     return removed
 
 
-def write_findings(folder: str, md: str, findings_json: str, compare_with: str = "") -> None:
-    """Snakemake entry: findings.md and the headline statements as JSON (with verdicts)."""
+def write_findings(
+    folder: str,
+    md: str,
+    findings_json: str,
+    compare_with: str = "",
+    record_paths: Mapping[str, Sequence[str]] | None = None,
+) -> None:
+    """Snakemake entry: findings.md and the headline statements as JSON (with verdicts).
+    ``record_paths``: the configured record files per stage (see :func:`load_run`)."""
     from hwlab.io import write_json, write_text
 
-    run = load_run(folder)
+    run = load_run(folder, record_paths=record_paths)
     f = headlines(run)
     if not compare_with:
         remove_stale_compare_figures(folder)
