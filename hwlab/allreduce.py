@@ -398,12 +398,11 @@ def set_parent_death_signal(sig: int = signal.SIGKILL) -> bool:
 
 
 def _start_time(pid: int) -> str | None:
-    """The start time of ``pid`` (clock ticks since boot, /proc/PID/stat field 22)."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return None
-    return stat.rsplit(")", 1)[1].split()[19]
+    """The start time of ``pid`` as text (:func:`hwlab.jobtimes.start_ticks`)."""
+    from hwlab.jobtimes import start_ticks
+
+    ticks = start_ticks(pid)
+    return None if ticks is None else str(ticks)
 
 
 def job_identity() -> dict[str, str]:

@@ -330,27 +330,6 @@ class Device:
         if self.is_cuda:
             self.torch.cuda.synchronize(self.torch_device)
 
-    def time_loop(self, fn: Callable[[], object], iters: int) -> Timing:
-        """Time ``iters`` back-to-back calls of ``fn`` as one region; returns the total."""
-        self.synchronize()
-        if self.is_cuda:
-            start = self.torch.cuda.Event(enable_timing=True)
-            end = self.torch.cuda.Event(enable_timing=True)
-            w0 = time.perf_counter_ns()
-            start.record()
-            for _ in range(iters):
-                fn()
-            end.record()
-            self.synchronize()
-            w1 = time.perf_counter_ns()
-            return Timing(start.elapsed_time(end) / 1e3, (w1 - w0) / 1e9)
-        w0 = time.perf_counter_ns()
-        for _ in range(iters):
-            fn()
-        self.synchronize()
-        w1 = time.perf_counter_ns()
-        return Timing((w1 - w0) / 1e9, (w1 - w0) / 1e9)
-
     def time_each(
         self, fn: Callable[[], object], n: int, before: Callable[[], object] | None = None
     ) -> list[Timing]:

@@ -35,14 +35,15 @@ Method (the writeup's, made explicit):
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+import time
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
 from hwlab import formulas as F
 from hwlab.device import Device, Samples
 from hwlab.dtypes import gemm_dtype
-from hwlab.io import OK, OOM, SKIPPED, record
+from hwlab.io import OK, OOM, SKIPPED, record, with_window
 
 MIN_FLUSH_BYTES = 256 * 1024**2
 TIMINGS = ("events", "graph")
@@ -378,9 +379,6 @@ def measure_point(
                 **point,
             )
         flush = sweep.get_flush(nflush) if l2 == "cold" else None
-        adaptive = {}
-        if target_spread:
-            adaptive = dict(target_spread=target_spread, budget_s=budget_s, max_repeats=max_repeats)
         times = time_op(
             dev,
             fn,
@@ -390,7 +388,9 @@ def measure_point(
             iters=iters,
             flush=flush,
             mode=mode,
-            **adaptive,
+            target_spread=target_spread,
+            budget_s=budget_s,
+            max_repeats=max_repeats,
         )
         del fn, x
     except dev.oom_errors as e:
@@ -410,7 +410,7 @@ def measure_point(
     )
 
 
-def measure_sweep(
+def iter_sweep(
     dev: Device,
     *,
     Ms: Sequence[int],
@@ -420,25 +420,28 @@ def measure_sweep(
     seed: int = 0,
     total_memory_bytes: int | None = None,
     **point: Any,
-) -> dict[int, dict[str, Any]]:
-    """Every M of one sweep (shape x dtype x L2 mode), sharing the weight and the flush
-    buffer; returns M -> record. A point that fails to fit does not stop the others."""
+) -> Iterator[tuple[int, dict[str, Any]]]:
+    """Every M of one sweep (shape x dtype x L2 mode) in order, sharing the weight and the
+    flush buffer: yields (M, record), each record with the wall-clock window its point
+    occupied. A point that fails to fit does not stop the others."""
     sweep = _Sweep(dev, dtype=dtype, n=N, k=K, seed=seed, total=total_memory_bytes)
-    out = {}
     for m in Ms:
-        out[int(m)] = measure_point(
-            dev, M=int(m), N=N, K=K, dtype=dtype, seed=seed, _sweep=sweep, **point
-        )
-    return out
+        start = time.time()
+        rec = measure_point(dev, M=int(m), N=N, K=K, dtype=dtype, seed=seed, _sweep=sweep, **point)
+        yield int(m), with_window(rec, start)
+
+
+def measure_sweep(dev: Device, **sweep: Any) -> dict[int, dict[str, Any]]:
+    """:func:`iter_sweep` as M -> record."""
+    return dict(iter_sweep(dev, **sweep))
 
 
 def write_sweep_json(
     outputs: Sequence[str], *, device_json: str, threads: int, M: Sequence[int], **sweep: Any
 ) -> dict[int, dict[str, Any]]:
-    """The sweep job: measure every point on the run's device, write one record per point
-    (``outputs`` in the order of ``M``), each with the wall-clock window it occupied."""
+    """The sweep job: measure every point on the run's device (:func:`iter_sweep`), write
+    one record per point (``outputs`` in the order of ``M``) as soon as it is measured."""
     import logging
-    import time
 
     from hwlab.io import read_json, write_json
 
@@ -447,19 +450,15 @@ def write_sweep_json(
         raise ValueError(f"{len(outputs)} output files for {len(M)} values of M")
     info = read_json(device_json)
     dev = Device.from_info(info, threads)
-    shared = _Sweep(
+    points = iter_sweep(
         dev,
-        dtype=sweep["dtype"],
-        n=sweep["N"],
-        k=sweep["K"],
-        seed=sweep.get("seed", 0),
-        total=info.get("total_memory_bytes") if dev.is_cuda else None,
+        Ms=M,
+        llc_bytes=info.get("llc_bytes"),
+        total_memory_bytes=info.get("total_memory_bytes") if dev.is_cuda else None,
+        **sweep,
     )
     results = {}
-    for m, out in zip(M, outputs, strict=True):
-        start = time.time()
-        rec = measure_point(dev, M=int(m), llc_bytes=info.get("llc_bytes"), _sweep=shared, **sweep)
-        rec["window"] = {"start": start, "end": time.time()}
+    for out, (m, rec) in zip(outputs, points, strict=True):
         write_json(out, rec)
         log.info(
             "M=%s: %s%s",
@@ -467,5 +466,5 @@ def write_sweep_json(
             rec["status"],
             f" {rec['gpu_time_us']:.4g} us" if rec["status"] == OK else f": {rec['reason']}",
         )
-        results[int(m)] = rec
+        results[m] = rec
     return results

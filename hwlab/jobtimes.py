@@ -24,15 +24,26 @@ from typing import Any
 ENV = "HWLAB_JOB_TIMES"
 
 
+def start_ticks(pid: int | str = "self") -> int | None:
+    """When process ``pid`` started, in clock ticks since boot (field 22 of proc(5)'s
+    ``/proc/PID/stat``, read after the last ``)`` so a command name with spaces or
+    parentheses cannot shift it), or None where unknown (no such process, no /proc)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+        return int(stat.rsplit(")", 1)[1].split()[19])  # fields[0] is field 3
+    except (OSError, ValueError, IndexError):
+        return None
+
+
 def process_age_s() -> float | None:
     """Seconds since this process started (Linux), or None where unknown."""
+    ticks = start_ticks()
+    if ticks is None:
+        return None
     try:
-        stat = Path("/proc/self/stat").read_text()
-        fields = stat.rsplit(")", 1)[1].split()
-        start_ticks = int(fields[19])  # field 22 of proc(5); fields[0] is field 3
         now = time.clock_gettime(time.CLOCK_BOOTTIME)
-        return now - start_ticks / os.sysconf("SC_CLK_TCK")
-    except (OSError, ValueError, IndexError, AttributeError):
+        return now - ticks / os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError, AttributeError):
         return None
 
 

@@ -23,18 +23,13 @@ from hwlab.device import Device
 from hwlab.gemm import make_op, time_op
 
 MIN_STREAM_BYTES = 256 * 1024**2
+STOP_KEYS = ("target_spread", "budget_s", "max_repeats")  # Device.bench's stopping rule
 
 
 def stream_bytes(stream_mb: int, llc_bytes: int | None) -> int:
     if stream_mb:
         return stream_mb * 1024**2
     return max(MIN_STREAM_BYTES, 2 * (llc_bytes or 0))
-
-
-def _adaptive(target_spread: float, budget_s: float, max_repeats: int) -> dict[str, Any]:
-    if not target_spread:
-        return {}
-    return dict(target_spread=target_spread, budget_s=budget_s, max_repeats=max_repeats)
 
 
 def _spread(t) -> dict[str, Any]:
@@ -52,10 +47,10 @@ def measure_compute(
     repeats: int,
     iters: int,
     seed: int = 0,
-    target_spread: float = 0.0,
-    budget_s: float = 0.0,
-    max_repeats: int = 0,
+    **stop: float,
 ) -> dict[str, Any]:
+    """The best TFLOP/s of square GEMMs of ``sizes`` in ``dtype`` (the module docstring);
+    ``stop`` (target_spread, budget_s, max_repeats) goes to :meth:`Device.bench`."""
     reason = dev.dtype_skip_reason(dtype)
     if reason:
         return {"status": "skipped", "reason": reason}
@@ -70,7 +65,7 @@ def measure_compute(
                 warmup=warmup,
                 repeats=repeats,
                 iters=iters,
-                **_adaptive(target_spread, budget_s, max_repeats),
+                **stop,
             )
         except dev.oom_errors as e:
             dev.empty_cache()
@@ -115,10 +110,10 @@ def measure_memory(
     warmup: int,
     repeats: int,
     iters: int,
-    target_spread: float = 0.0,
-    budget_s: float = 0.0,
-    max_repeats: int = 0,
+    **stop: float,
 ) -> dict[str, Any]:
+    """STREAM-like copy and triad GB/s over ``nbytes`` arrays (the module docstring);
+    ``stop`` as in :func:`measure_compute`."""
     torch = dev.torch
     n = nbytes // 4
     a = torch.ones(n, dtype=torch.float32, device=dev.torch_device)
@@ -137,7 +132,7 @@ def measure_memory(
             warmup=warmup,
             repeats=repeats,
             iters=iters,
-            **_adaptive(target_spread, budget_s, max_repeats),
+            **stop,
         )
         out[f"{name}_gbps"] = F.gbps(moved, t.median_s)
         out.update({f"{name}_{k}": v for k, v in _spread(t).items()})
@@ -162,12 +157,10 @@ def measure(
     repeats: int,
     iters: int,
     seed: int = 0,
-    target_spread: float = 0.0,
-    budget_s: float = 0.0,
-    max_repeats: int = 0,
+    **stop: float,
 ) -> dict[str, Any]:
-    """All measured ceilings of ``dev`` as one JSON-able dict."""
-    adaptive = dict(target_spread=target_spread, budget_s=budget_s, max_repeats=max_repeats)
+    """All measured ceilings of ``dev`` as one JSON-able dict; ``stop`` (target_spread,
+    budget_s, max_repeats) as in :func:`measure_compute`."""
     compute = {
         dt: measure_compute(
             dev,
@@ -177,7 +170,7 @@ def measure(
             repeats=repeats,
             iters=iters,
             seed=seed,
-            **adaptive,
+            **stop,
         )
         for dt in dtypes
     }
@@ -187,7 +180,7 @@ def measure(
         warmup=warmup,
         repeats=repeats,
         iters=iters,
-        **adaptive,
+        **stop,
     )
     return {
         "threads": dev.threads if not dev.is_cuda else None,
@@ -197,9 +190,7 @@ def measure(
             "repeats": repeats,
             "iters": iters,
             "timer": dev.timer_name,
-            "target_spread": target_spread or None,
-            "budget_s": budget_s or None,
-            "max_repeats": max_repeats or None,
+            **{k: stop.get(k) or None for k in STOP_KEYS},
         },
         "tflops": {dt: r.get("tflops") for dt, r in compute.items()},
         # [slowest, fastest] repeat of the best size: the peak's own spread

@@ -41,7 +41,6 @@ ROOT = Path(__file__).resolve().parent.parent
 ARCH_3B = ROOT / "config" / "models" / "qwen2.5-3b.json"
 ARCH_TINY = ROOT / "config" / "models" / "qwen2-tiny.json"
 PASS, FAIL, SKIPPED = "pass", "fail", "skipped"
-LAB_SHAPE = {"N": 11008, "K": 2048}  # the FFN gate/up projection of Qwen2.5-3B
 
 
 @dataclass
@@ -55,6 +54,15 @@ class Row:
 
 class Skip(Exception):
     """A check that cannot run here; the message says why."""
+
+
+def lab_shape(arch: Path = ARCH_3B) -> dict[str, int]:
+    """N and K of the Lab 2 GEMM: the FFN gate/up projection of ``arch`` (its
+    ``intermediate_size`` outputs from ``hidden_size`` inputs)."""
+    from hwlab.model import read_arch
+
+    a = read_arch(arch)
+    return {"N": int(a["intermediate_size"]), "K": int(a["hidden_size"])}
 
 
 def _first_line(e: BaseException) -> str:
@@ -134,7 +142,7 @@ def _gemm(dev, dtype: str, M: int, l2: str = "warm", timing: str = "events", **k
 
     args = dict(warmup=5, repeats=3, iters=20, flush_mb=0, target_spread=0.0) | kw
     return measure_point(
-        dev, shape="ffn_gate_up", M=M, dtype=dtype, l2=l2, timing=timing, **LAB_SHAPE, **args
+        dev, shape="ffn_gate_up", M=M, dtype=dtype, l2=l2, timing=timing, **lab_shape(), **args
     )
 
 
@@ -149,10 +157,22 @@ def _gemm_detail(rec: dict[str, Any]) -> tuple[str, str]:
     return PASS, d
 
 
-def cuda_checks(rows: list[Row], dev, *, ncu_path: str, arch: Path, workdir: Path) -> None:
-    import torch
+def cuda_checks(
+    rows: list[Row],
+    dev,
+    *,
+    ncu_path: str,
+    arch: Path,
+    workdir: Path,
+    run_check: Callable[..., object] = check,
+) -> None:
+    """The CUDA rows, in order, each through ``run_check`` (:func:`check`; another callable
+    with its signature lists the rows without running them, see :func:`cuda_check_names`).
+    Everything a check needs happens inside it, so listing the rows touches no GPU."""
 
     def events() -> str:
+        import torch
+
         cycles = 2_000_000
         s = dev.bench(lambda: torch.cuda._sleep(cycles), iters=1, mode="loop", min_repeats=3)
         t = s.median_s
@@ -161,7 +181,7 @@ def cuda_checks(rows: list[Row], dev, *, ncu_path: str, arch: Path, workdir: Pat
         ghz = cycles / t / 1e9
         return f"_sleep({cycles:,} cycles) = {t * 1e3:.3g} ms by CUDA events (~{ghz:.2f} GHz)"
 
-    check(rows, "CUDA events", "cuda", events)
+    run_check(rows, "CUDA events", "cuda", events)
     for dtype in ("bf16", "fp8", "int8"):
         for M in (16, 256):
 
@@ -172,14 +192,14 @@ def cuda_checks(rows: list[Row], dev, *, ncu_path: str, arch: Path, workdir: Pat
                     return (PASS if ok else FAIL), f"{rec['status']}: {rec['reason']}"
                 return _gemm_detail(rec)
 
-            check(rows, f"GEMM {dtype} M={M} (warm, events)", "cuda", gemm)
+            run_check(rows, f"GEMM {dtype} M={M} (warm, events)", "cuda", gemm)
 
     def cold() -> tuple[str, str]:
         rec = _gemm(dev, "bf16", 16, l2="cold")
         status, d = _gemm_detail(rec)
         return status, d + f", flush {rec['method'].get('flush_bytes', 0) / 2**20:.0f} MiB"
 
-    check(rows, "GEMM bf16 M=16 cold L2 (flush, start, call, end)", "cuda", cold)
+    run_check(rows, "GEMM bf16 M=16 cold L2 (flush, start, call, end)", "cuda", cold)
 
     def graph() -> tuple[str, str]:
         rec = _gemm(dev, "bf16", 1, timing="graph")
@@ -192,7 +212,7 @@ def cuda_checks(rows: list[Row], dev, *, ncu_path: str, arch: Path, workdir: Pat
             )
         return status, d
 
-    check(rows, "GEMM bf16 M=1 warm, CUDA graph replay vs events", "cuda", graph)
+    run_check(rows, "GEMM bf16 M=1 warm, CUDA graph replay vs events", "cuda", graph)
 
     def nvml() -> tuple[str, str]:
         from hwlab.decode import UtilSampler
@@ -217,29 +237,39 @@ def cuda_checks(rows: list[Row], dev, *, ncu_path: str, arch: Path, workdir: Pat
         )
         return (PASS if out["gpu_util_max_pct"] else FAIL), d
 
-    check(rows, "NVML GPU-Util during a kernel loop", "cuda", nvml)
+    run_check(rows, "NVML GPU-Util during a kernel loop", "cuda", nvml)
 
     def decode3b() -> str:
-        return _decode_step(dev, arch, "bf16", ("flash", "auto"), workdir)
+        import torch
 
-    check(rows, f"decode step of {arch.stem} (built on the GPU)", "cuda", decode3b)
-    torch.cuda.empty_cache()
+        try:
+            return _decode_step(dev, arch, "bf16", ("flash", "auto"), workdir)
+        finally:
+            torch.cuda.empty_cache()
+
+    run_check(rows, f"decode step of {arch.stem} (built on the GPU)", "cuda", decode3b)
 
     device_json = workdir / "device.json"
-    from hwlab.device import detect
-    from hwlab.io import write_json
 
-    write_json(device_json, detect("cuda"))
+    def ncu(clock: str) -> tuple[str, str]:
+        from hwlab.device import detect
+        from hwlab.io import write_json
+
+        write_json(device_json, detect("cuda"))  # what capture_gemm reads the device from
+        return _ncu_gemm(device_json, clock, ncu_path, workdir)
+
     for clock in ("base", "none"):
-        check(
+        run_check(
             rows,
             f"ncu on GEMM bf16 M=64, --clock-control {clock}",
             "cuda",
-            lambda clock=clock: _ncu_gemm(device_json, clock, ncu_path, workdir),
+            lambda clock=clock: ncu(clock),
         )
-    check(rows, "NCCL all-reduce, world size 1", "cuda", lambda: _allreduce_w1("nccl", workdir))
+    run_check(rows, "NCCL all-reduce, world size 1", "cuda", lambda: _allreduce_w1("nccl", workdir))
 
     def memory() -> str:
+        import torch
+
         free, total = torch.cuda.mem_get_info(dev.torch_device)
         st = torch.cuda.memory_stats(dev.torch_device)
         return (
@@ -249,7 +279,7 @@ def cuda_checks(rows: list[Row], dev, *, ncu_path: str, arch: Path, workdir: Pat
             f"{st.get('num_alloc_retries', 0)} alloc retries, {st.get('num_ooms', 0)} OOMs"
         )
 
-    check(rows, "memory statistics", "cuda", memory)
+    run_check(rows, "memory statistics", "cuda", memory)
 
 
 def _decode_step(dev, arch: Path, dtype: str, backends, workdir: Path) -> str:
@@ -309,7 +339,7 @@ def _ncu_gemm(device_json: Path, clock: str, ncu_path: str, workdir: Path) -> tu
         clock_control=clock,
         cache_control="all",
         ncu_path=ncu,
-        **LAB_SHAPE,
+        **lab_shape(),
     )
     ran = rec.get("clock_control")
     fb = rec.get("clock_control_fallback")
@@ -417,17 +447,16 @@ def cpu_checks(rows: list[Row], dev, workdir: Path) -> None:
     )
 
 
-CUDA_CHECKS = (
-    "CUDA events",
-    "GEMM bf16/fp8/int8 at M=16 and 256",
-    "GEMM cold L2 (flush, start, call, end)",
-    "GEMM CUDA graph replay",
-    "NVML GPU-Util during a kernel loop",
-    "decode step of the 3B architecture (attention op and kernels)",
-    "ncu on one GEMM, --clock-control base and none, read with ncu_report",
-    "NCCL all-reduce, world size 1",
-    "memory statistics",
-)
+def cuda_check_names(arch: Path = ARCH_3B) -> list[str]:
+    """The names of the rows :func:`cuda_checks` makes, in order, without running any (a
+    host without CUDA lists them as skipped)."""
+    rows: list[Row] = []
+
+    def name_only(rows: list[Row], name: str, device: str, fn) -> None:
+        rows.append(Row(name, device, SKIPPED, "not run"))
+
+    cuda_checks(rows, None, ncu_path="", arch=Path(arch), workdir=Path(), run_check=name_only)
+    return [r.check for r in rows]
 
 
 def run(*, ncu_path: str = "auto", arch: Path = ARCH_3B, workdir: Path | None = None):
@@ -450,7 +479,8 @@ def run(*, ncu_path: str = "auto", arch: Path = ARCH_3B, workdir: Path | None = 
             )
             ver["cuda_rows_skipped"] = why
             rows += [
-                Row(name, "cuda", SKIPPED, "no CUDA device (see above)") for name in CUDA_CHECKS
+                Row(name, "cuda", SKIPPED, "no CUDA device (see above)")
+                for name in cuda_check_names(Path(arch))
             ]
             cpu_checks(rows, Device("cpu"), wd)
     return ver, rows

@@ -127,8 +127,13 @@ def test_adaptive_stops_on_budget_when_noisy_and_says_so():
 
 def test_adaptive_max_repeats_and_bad_arguments():
     dev = Device("cpu")
-    s = dev.bench(lambda: None, iters=1, min_repeats=2, max_repeats=4, target_spread=1e-9)
-    assert s.n <= 4
+    # alternating 0.5 ms / 3 ms calls: with n <= 4 the median's CI is [min, max], at least
+    # (3 - 0.5) / 1.75 ~ 1.4 of the median wide, never within 1e-9: the repeats hit the cap
+    waits = itertools.cycle([0.0005, 0.003])
+    s = dev.bench(
+        lambda: time.sleep(next(waits)), iters=1, min_repeats=2, max_repeats=4, target_spread=1e-9
+    )
+    assert s.stopped == "max_repeats" and s.n == 4 and s.target_reached is False
     with pytest.raises(ValueError, match="graph"):
         dev.bench(lambda: None, iters=1, mode="graph")
     with pytest.raises(ValueError, match="budget_s or max_repeats"):

@@ -11,6 +11,33 @@ from helpers import REPO
 from hwlab import preflight as P
 
 
+def cuda_checks_rows(arch=P.ARCH_3B) -> list[str]:
+    """The row names cuda_checks makes, read off it without running a check (each check's
+    body is not called: nothing here needs a GPU)."""
+    seen: list[str] = []
+
+    def record(rows, name, device, fn):
+        assert device == "cuda" and callable(fn)
+        seen.append(name)
+
+    P.cuda_checks([], None, ncu_path="", arch=arch, workdir=REPO, run_check=record)
+    return seen
+
+
+def test_cuda_rows_are_named_from_one_list():
+    names = cuda_checks_rows()
+    assert len(names) == len(set(names)) == 15
+    assert names[0] == "CUDA events" and names[-1] == "memory statistics"
+    assert f"decode step of {P.ARCH_3B.stem} (built on the GPU)" in names
+    assert P.cuda_check_names() == names
+    assert P.cuda_check_names(P.ARCH_TINY) == cuda_checks_rows(P.ARCH_TINY)
+
+
+def test_lab_shape_is_the_3b_ffn_projection():
+    arch = json.loads(P.ARCH_3B.read_text())
+    assert P.lab_shape() == {"N": arch["intermediate_size"], "K": arch["hidden_size"]}
+
+
 def test_preflight_on_a_cpu_host(tmp_path):
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     proc = subprocess.run(
@@ -24,7 +51,8 @@ def test_preflight_on_a_cpu_host(tmp_path):
     data = json.loads((tmp_path / "preflight.json").read_text())
     rows = data["rows"]
     cuda = [r for r in rows if r["device"] == "cuda"]
-    assert len(cuda) == len(P.CUDA_CHECKS) and all(r["status"] == "skipped" for r in cuda)
+    assert all(r["status"] == "skipped" for r in cuda)
+    assert [r["check"] for r in cuda] == cuda_checks_rows()
     assert "torch.cuda.is_available() is False" in data["versions"]["cuda_rows_skipped"]
     cpu = {r["check"]: r for r in rows if r["device"] == "cpu"}
     assert all(r["status"] == "pass" for r in cpu.values()), cpu

@@ -332,7 +332,11 @@ def _bench(dev, fn, *, repeats: int, target_spread: float):
     )
 
 
-def _rate_fields(samples, nbytes: float) -> dict[str, Any]:
+def rate_fields(samples, nbytes: float) -> dict[str, Any]:
+    """A bandwidth point's fields from :meth:`Device.bench`'s samples (per-call times) and
+    the bytes one call moves: GB/s at the median time, its 95% CI as GB/s (the CI's slow
+    end is the low rate), the spreads, the repeat count and why the repeats stopped. The
+    CPU and the GPU sweeps both use it."""
     st = samples.stats("time")
     us = 1e-6
     return {
@@ -344,6 +348,23 @@ def _rate_fields(samples, nbytes: float) -> dict[str, Any]:
         "n_repeats": st["n_repeats"],
         "stopped": st["stopped"],
         "time_us": st["time_us"],
+    }
+
+
+def latency_fields(samples, hops: int) -> dict[str, Any]:
+    """A pointer-chase point's fields from the samples (per-call times) and the dependent
+    loads one call makes: ns per hop at the median time and at its 95% CI's ends, the
+    spreads, the repeat count and why the repeats stopped (CPU and GPU alike)."""
+    st = samples.stats("time")
+    ns = 1e3 / hops
+    return {
+        "ns": st["time_us"] * ns,
+        "ns_lo": st["time_ci_lo_us"] * ns,
+        "ns_hi": st["time_ci_hi_us"] * ns,
+        "rel_spread": st["rel_spread"],
+        "rel_ci": st["rel_ci"],
+        "n_repeats": st["n_repeats"],
+        "stopped": st["stopped"],
     }
 
 
@@ -391,7 +412,7 @@ def bandwidth_sweep(
                 "threads": len(parts),
                 "passes": passes,
                 "bytes_per_call": moved_per_pass * passes,
-                **_rate_fields(s, moved_per_pass * passes),
+                **rate_fields(s, moved_per_pass * passes),
             }
             log(f"{kernel} {size} B: {point['gbps']:.4g} GB/s ({passes} passes)")
             out.append(point)
@@ -453,21 +474,13 @@ def latency_sweep(
             repeats=repeats,
             target_spread=target_spread,
         )
-        st = s.stats("time")
-        ns = 1e3 / hops
         point = {
             "kernel": "chase",
             "size_bytes": n_lines * line_bytes,
             "threads": 1,
             "hops": hops,
             "line_bytes": line_bytes,
-            "ns": st["time_us"] * ns,
-            "ns_lo": st["time_ci_lo_us"] * ns,
-            "ns_hi": st["time_ci_hi_us"] * ns,
-            "rel_spread": st["rel_spread"],
-            "rel_ci": st["rel_ci"],
-            "n_repeats": st["n_repeats"],
-            "stopped": st["stopped"],
+            **latency_fields(s, hops),
         }
         log(f"chase {size} B: {point['ns']:.4g} ns per hop ({hops} hops)")
         out.append(point)

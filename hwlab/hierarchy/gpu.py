@@ -23,8 +23,11 @@ whatever the working set, so small working sets are re-read rather than under-fi
   cyclic permutation of the working set's 128-byte lines (default caching). Cycles per
   hop from the SM's ``%clock64`` read in the kernel before and after the loop, ns per
   hop from the events; the SM clock NVML reports around each point is recorded too, and
-  converts ns to cycles where ``%clock64`` is unavailable. Each call continues from where
-  the last one stopped, so a working set larger than one call is never re-walked.
+  converts ns to cycles where ``%clock64`` is unavailable. Each launch continues from
+  where the last one stopped, so a working set larger than one launch is never re-walked;
+  a repeat is ``gpu_launches`` launches back to back, as in the bandwidth sweeps, so the
+  gap before the first launch of a repeat (the GPU idle while Python launches) is shared
+  out over them instead of added to every launch's ns.
 - **Host link** (torch copies, nvbandwidth's cases): host→device and device→host, pinned
   and pageable host memory, 4 B (latency) and 4 KiB .. ``link_max_bytes``; peer-to-peer
   ``cuda:0 → cuda:1`` and back where two GPUs are visible (torch performs a cross-device
@@ -37,6 +40,7 @@ import contextlib
 import logging
 from typing import Any
 
+from hwlab.hierarchy.cpu import latency_fields, rate_fields, size_grid
 from hwlab.io import FAILED, OK, SKIPPED, record
 
 log = logging.getLogger("hwlab.hierarchy.gpu")
@@ -160,22 +164,11 @@ class SmClock:
 # ---- sweeps -----------------------------------------------------------------------------
 
 
-def _stats(samples, nbytes: float) -> dict[str, Any]:
-    st = samples.stats("time")
-    us = 1e-6
-    return {
-        "gbps": nbytes / (st["time_us"] * us) / 1e9,
-        "gbps_lo": nbytes / (st["time_ci_hi_us"] * us) / 1e9,
-        "gbps_hi": nbytes / (st["time_ci_lo_us"] * us) / 1e9,
-        "rel_spread": st["rel_spread"],
-        "rel_ci": st["rel_ci"],
-        "n_repeats": st["n_repeats"],
-        "stopped": st["stopped"],
-        "time_us": st["time_us"],
-    }
-
-
 def _bench(dev, fn, p: dict[str, Any]):
+    """``p["gpu_launches"]`` back-to-back launches per repeat (one timed region: only the
+    first launch of a repeat can find the GPU idle, so the launch gap is shared out over
+    them), 3 warmup launches, ``repeats`` repeats or, with ``target_spread``, up to twice
+    that until the median's CI is that narrow."""
     return dev.bench(
         fn,
         iters=p["gpu_launches"],
@@ -212,7 +205,7 @@ def l1_sweep(dev, sm_count: int, sizes: list[int], p: dict[str, Any]) -> list[di
             "programs": nprog,
             "iters": iters,
             "bytes_per_call": moved,
-            **_stats(s, moved),
+            **rate_fields(s, moved),
         }
         log.info("l1 %s B per SM: %.4g GB/s", point["size_bytes"], point["gbps"])
         out.append(point)
@@ -255,7 +248,7 @@ def shared_sweep(
             "programs": nprog,
             "iters": iters,
             "bytes_per_call": moved,
-            **_stats(s, moved),
+            **rate_fields(s, moved),
         }
         log.info("%s %s B: %.4g GB/s", kernel, point["size_bytes"], point["gbps"])
         out.append(point)
@@ -299,31 +292,25 @@ def chase_sweep(dev, sizes: list[int], p: dict[str, Any], clock: SmClock) -> dic
         kern[(1,)](nxt, res, min(n, p["gpu_chase_warm_lines"]), num_warps=1)
         torch.cuda.synchronize(dev.torch_device)
         mhz0 = clock.mhz()
-        cycles = []
 
         def call(hops=hops) -> None:
             kern[(1,)](nxt, res, hops, num_warps=1)
 
-        s = dev.bench(call, iters=1, mode="loop", warmup=1, min_repeats=p["repeats"])
-        if with_clock:
-            cycles.append(int(res[1]))
+        s = _bench(dev, call, p)
+        # %clock64 cycles of the last launch (every launch walks the same number of hops)
+        cycles = int(res[1]) if with_clock else None
         mhz1 = clock.mhz()
-        st = s.stats("time")
-        ns = 1e3 / hops
         mhz = [m for m in (mhz0, mhz1) if m]
         point = {
             "kernel": "chase",
             "size_bytes": n * LINE,
             "threads": 1,
             "hops": hops,
+            "launches": p["gpu_launches"],
             "line_bytes": LINE,
-            "ns": st["time_us"] * ns,
-            "ns_lo": st["time_ci_lo_us"] * ns,
-            "ns_hi": st["time_ci_hi_us"] * ns,
-            "rel_spread": st["rel_spread"],
-            "n_repeats": st["n_repeats"],
+            **latency_fields(s, hops),
             "sm_clock_mhz": sum(mhz) / len(mhz) if mhz else None,
-            "cycles_clock64": cycles[-1] / hops if cycles else None,
+            "cycles_clock64": cycles / hops if cycles else None,
         }
         point["cycles_at_nvml_clock"] = (
             point["ns"] * point["sm_clock_mhz"] / 1e3 if point["sm_clock_mhz"] else None
@@ -348,7 +335,7 @@ def torch_reference(dev, nbytes: int, p: dict[str, Any]) -> dict[str, Any]:
         ("copy", lambda: y.copy_(x), 8 * n),
     ):
         s = _bench(dev, fn, p)
-        out[f"{name}_gbps"] = _stats(s, moved)["gbps"]
+        out[f"{name}_gbps"] = rate_fields(s, moved)["gbps"]
     out["bytes"] = 4 * n
     return out
 
@@ -358,7 +345,6 @@ def gpu_memory(info: dict[str, Any], p: dict[str, Any]) -> dict[str, Any]:
     if triton is None:
         return record(SKIPPED, TRITON_MISSING, device_kind="cuda", device_name=info.get("name"))
     from hwlab.device import Device
-    from hwlab.hierarchy.cpu import size_grid
     from hwlab.hierarchy.measure import auto_max_bytes
 
     dev = Device.from_info(info)
@@ -366,9 +352,7 @@ def gpu_memory(info: dict[str, Any], p: dict[str, Any]) -> dict[str, Any]:
     props = torch.cuda.get_device_properties(dev.torch_device)
     sm = int(props.multi_processor_count)
     l2 = int(getattr(props, "L2_cache_size", 0) or 0) or None
-    smem = getattr(props, "shared_memory_per_multiprocessor", None)
-    spec = info.get("spec") or {}
-    cat_smem = spec.get("smem_per_sm_kb")
+    smem = int(getattr(props, "shared_memory_per_multiprocessor", 0) or 0) or None
     top = auto_max_bytes(p["max_bytes"], l2)
     ppo, sparse = p["points_per_octave"], p["sparse_points_per_octave"]
     grid = dict(dense_until=4 * l2 if l2 else None, sparse_points_per_octave=sparse)
@@ -439,10 +423,9 @@ def gpu_memory(info: dict[str, Any], p: dict[str, Any]) -> dict[str, Any]:
         {
             "level": 1,
             "name": "L1/shared",
-            "size_bytes": max(int(smem or 0), int((cat_smem or 0) * 1024)) or None,
+            "size_bytes": smem,
             "aggregate_bytes": None,
-            "source": f"torch shared_memory_per_multiprocessor = {smem}"
-            + (f"; catalog smem_per_sm_kb = {cat_smem}" if cat_smem else ""),
+            "source": f"torch get_device_properties().shared_memory_per_multiprocessor = {smem}",
             "scope": "per SM",
         },
         {
@@ -489,7 +472,7 @@ def _copy_points(dev, make, sizes: list[int], p: dict[str, Any]) -> list[dict[st
             break
         iters = max(1, min(50, p["gpu_link_bytes"] // max(size, 1)))
         s = dev.bench(fn, iters=iters, mode="loop", warmup=2, min_repeats=p["repeats"])
-        st = _stats(s, size)
+        st = rate_fields(s, size)
         out.append({"size_bytes": size, "iters": iters, **st})
         log.info("copy %s B: %.4g GB/s", size, st["gbps"])
         del fn
@@ -499,7 +482,6 @@ def _copy_points(dev, make, sizes: list[int], p: dict[str, Any]) -> list[dict[st
 def link(info: dict[str, Any], p: dict[str, Any]) -> dict[str, Any]:
     """Host↔device (pinned, pageable) and, with two GPUs, peer-to-peer copy bandwidth."""
     from hwlab.device import Device
-    from hwlab.hierarchy.cpu import size_grid
 
     dev = Device.from_info(info)
     torch = dev.torch
@@ -542,8 +524,6 @@ def link(info: dict[str, Any], p: dict[str, Any]) -> dict[str, Any]:
         None,
         device_kind="cuda",
         device_name=info.get("name"),
-        host_link=(info.get("spec") or {}).get("host_link"),
-        interconnect=(info.get("spec") or {}).get("interconnect"),
         method={
             "timer": dev.timer_name,
             "op": "torch Tensor.copy_ (non_blocking from/to pinned memory)",

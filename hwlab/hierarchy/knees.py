@@ -34,6 +34,8 @@ import math
 from dataclasses import asdict, dataclass
 from typing import Any
 
+from hwlab import formulas as F
+
 MIN_STEP = 1.2  # a knee raises the cost by at least 20% (1/bandwidth or latency)
 MIN_SLOPE = 0.35  # log cost per octave: steeper than a plateau's drift (~1.27x / octave)
 MAX_OCTAVES = 2.5  # a knee this far (in log2 size) from a reported size is not its match
@@ -116,12 +118,6 @@ def _rises(xs: list[float], ys: list[float], min_slope: float, merge: float) -> 
     return runs
 
 
-def _median(xs: list[float]) -> float:
-    s = sorted(xs)
-    n = len(s)
-    return s[n // 2] if n % 2 else 0.5 * (s[n // 2 - 1] + s[n // 2])
-
-
 def detect_knees(
     sizes: list[float],
     values: list[float],
@@ -146,7 +142,7 @@ def detect_knees(
         right_end = runs[r + 1][0] if r + 1 < len(runs) else len(xs) - 1
         before = [ys[i] for i in range(left_end, k + 1) if xs[k] - xs[i] <= window_octaves]
         after = [ys[i] for i in range(j, right_end + 1) if xs[i] - xs[j] <= window_octaves]
-        lo_y, hi_y = _median(before), _median(after)
+        lo_y, hi_y = F.median(before), F.median(after)
         if hi_y - lo_y < math.log(min_step):
             continue
         mid = 0.5 * (lo_y + hi_y)
@@ -170,14 +166,6 @@ def detect_knees(
     return knees
 
 
-def _quantile(xs: list[float], q: float) -> float:
-    s = sorted(xs)
-    pos = q * (len(s) - 1)
-    i = int(pos)
-    j = min(i + 1, len(s) - 1)
-    return s[i] + (s[j] - s[i]) * (pos - i)
-
-
 def plateau(
     sizes: list[float],
     values: list[float],
@@ -198,9 +186,9 @@ def plateau(
     return Level(
         from_bytes=sizes[idx[0]],
         to_bytes=sizes[idx[-1]],
-        value=_quantile(vals, 0.5),
-        lo=min(_quantile(vals, 0.25), _quantile(los, 0.5)),
-        hi=max(_quantile(vals, 0.75), _quantile(his, 0.5)),
+        value=F.quantile(vals, 0.5),
+        lo=min(F.quantile(vals, 0.25), F.quantile(los, 0.5)),
+        hi=max(F.quantile(vals, 0.75), F.quantile(his, 0.5)),
         n_points=len(idx),
     )
 

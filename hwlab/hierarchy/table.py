@@ -21,6 +21,7 @@ from typing import Any
 
 import pandas as pd
 
+from hwlab import formulas as F
 from hwlab.hierarchy import knees as K
 from hwlab.io import fmt_sig as num
 
@@ -177,7 +178,7 @@ def _cycles(memory: dict[str, Any], an: dict, level: str) -> float | None:
         for p in pts
         if p.get("cycles") and pl["from_bytes"] <= p["size_bytes"] <= pl["to_bytes"]
     ]
-    return K._quantile(cyc, 0.5) if cyc else None
+    return F.median(cyc) if cyc else None
 
 
 def link_rows(link: dict[str, Any] | None) -> list[dict[str, Any]]:
@@ -274,8 +275,10 @@ def hierarchy_rows(
     link: dict[str, Any] | None,
     catalog: dict[str, Any],
     spec: dict[str, Any] | None = None,
+    an: dict[str, dict[str, Any]] | None = None,
 ) -> list[dict[str, Any]]:
-    """The §1 table as rows (pure on the records and the catalog)."""
+    """The §1 table as rows (pure on the records and the catalog); ``an`` is
+    :func:`analyse` of ``memory`` where the caller has it already (else computed here)."""
     writeup = _writeup_rows(catalog)
     rows: list[dict[str, Any]] = []
     if memory.get("status") != "ok":
@@ -287,7 +290,7 @@ def hierarchy_rows(
             }
         )
     else:
-        an = analyse(memory)
+        an = an if an is not None else analyse(memory)
         reported = (memory.get("reported") or {}).get("levels") or []
         memname = (memory.get("memory") or {}).get("name", "memory")
         cuda = memory.get("device_kind") == "cuda"
@@ -614,12 +617,12 @@ def write_hierarchy_tables(
     memory, link = read(memory_json, "hierarchy_memory"), read(link_json, "hierarchy_link")
     device = read_device(device_json, hardware_json)
     entries = cat.load(catalog)
-    rows = hierarchy_rows(memory, link, entries, device.get("spec"))
+    an = analyse(memory) if memory.get("status") == "ok" else {}
+    rows = hierarchy_rows(memory, link, entries, device.get("spec"), an)
     df = pd.DataFrame(rows).reindex(columns=COLUMNS)
     write_table(df, csv)
     write_text(md, markdown(rows, memory, device))
     write_table(points_frame(memory), points_csv)
-    an = analyse(memory) if memory.get("status") == "ok" else {}
     write_json(
         analysis_json,
         {"status": memory.get("status"), "reason": memory.get("reason"), "sweeps": an},
