@@ -384,6 +384,37 @@ def metrics_errors(path: Path) -> list[str]:
     return []
 
 
+def config_errors(config: dict[str, Any], root: Path) -> list[str]:
+    """Every check the workflow runs on a configuration before any job, in one pass.
+
+    ``config`` is coerced, completed with the schema's defaults and validated in place
+    (``root/config/schema.yaml``); when it fits the schema, the cross-key rules follow:
+    the hardware catalog, :func:`semantic_errors`, the Nsight Compute metric mapping,
+    the memory-hierarchy keys and the decode graph / decode model keys. Both the workflow
+    (rules/common.smk) and ``hwlab check-config`` call this, so they accept and refuse
+    the same configurations. Returns the error lines ([] for a valid configuration).
+    """
+    from hwlab.decode_graph import config_errors as decode_model_errors
+    from hwlab.hierarchy.measure import config_errors as hierarchy_errors
+
+    root = Path(root)
+    try:
+        schema = load_yaml(root / "config" / "schema.yaml", "config schema")
+    except ConfigError as e:
+        return [str(e)]
+    # strings from --config are coerced to the schema's types, defaults filled in, and
+    # numbers checked strictly (16.0 is not an integer, true is not a number)
+    errors = validate(config, schema)
+    if errors:
+        return errors  # the cross-key rules assume the schema's types
+    keys, errors = catalog_errors(root / "config" / "hardware.yaml")
+    errors += semantic_errors(config, root, keys)
+    errors += metrics_errors(root / "config" / "ncu_metrics.yaml")
+    errors += hierarchy_errors(config)
+    errors += decode_model_errors(config)
+    return errors
+
+
 # ---- the host: what can be checked before any job ------------------------------------------
 
 

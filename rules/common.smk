@@ -10,7 +10,6 @@ from hwlab import config as hwconfig
 from hwlab import host as hwhost
 from hwlab import lock as hwlock
 from hwlab import records as hwrecords
-from hwlab.hierarchy.measure import config_errors as hierarchy_config_errors
 
 ROOT = Path(workflow.basedir)
 
@@ -26,20 +25,9 @@ def _fail(lines):
     sys.exit(1)
 
 
-try:
-    SCHEMA = hwconfig.load_yaml(ROOT / "config" / "schema.yaml", "config schema")
-except hwconfig.ConfigError as e:
-    _fail([str(e)])
-# strings from --config are coerced to the schema's types, defaults filled in, and
-# numbers checked strictly (16.0 is not an integer, true is not a number)
-_errors = hwconfig.validate(config, SCHEMA)
-if _errors:
-    _fail(_errors)
-
-CATALOG_KEYS, _errors = hwconfig.catalog_errors(ROOT / "config" / "hardware.yaml")
-_errors += hwconfig.semantic_errors(config, ROOT, CATALOG_KEYS)
-_errors += hwconfig.metrics_errors(ROOT / "config" / "ncu_metrics.yaml")
-_errors += hierarchy_config_errors(config)
+# the schema (types, ranges, defaults filled in), then every cross-key rule: the same
+# checks as `hwlab check-config` (hwlab/config.py, config_errors), all reported at once
+_errors = hwconfig.config_errors(config, ROOT)
 if _errors:
     _fail(_errors)
 
@@ -276,10 +264,6 @@ def decode_targets():
 # ---- graph-mode decode and the decode model (rules/decode_model.smk) -------------------
 from hwlab import decode_graph as hwgraph
 from hwlab import decode_ops as hwops
-
-_decode_model_errors = hwgraph.config_errors(config)
-if _decode_model_errors:
-    _fail(_decode_model_errors)
 
 
 def graph_batches():
