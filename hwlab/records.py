@@ -14,14 +14,14 @@ is wrong with it and the command that regenerates it. :func:`problem` gives the 
 verdict without raising; the Snakefile calls it before building the DAG, so the next run
 redoes what is missing or invalid (see ``rules/common.smk``, repair).
 
-Light imports only (json, csv, re, jsonschema): the Snakefile imports this at parse time.
+Light imports only (json, csv, re, jsonschema, hwlab.io, hwlab.config): the Snakefile
+imports this at parse time.
 """
 
 from __future__ import annotations
 
 import csv
 import json
-import math
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -29,7 +29,7 @@ from functools import cache
 from pathlib import Path
 from typing import Any
 
-STATUSES = ("ok", "skipped", "oom", "failed")
+from hwlab.io import STATUSES
 
 
 class RecordError(ValueError):
@@ -173,16 +173,10 @@ def kind_of(path: str | Path) -> tuple[str, dict[str, Any]] | None:
 
 @cache
 def _validator(kind: str):
-    import jsonschema
+    """The kind's schema under the config's strict numbers (hwlab.config.strict_validator)."""
+    from hwlab.config import strict_validator
 
-    cls = jsonschema.Draft202012Validator
-    checker = cls.TYPE_CHECKER.redefine(
-        "integer", lambda _, x: isinstance(x, int) and not isinstance(x, bool)
-    ).redefine(
-        "number",
-        lambda _, x: isinstance(x, int | float) and not isinstance(x, bool) and math.isfinite(x),
-    )
-    return jsonschema.validators.extend(cls, type_checker=checker)(SCHEMAS[kind])
+    return strict_validator()(SCHEMAS[kind])
 
 
 def _schema_problem(kind: str, data: Any) -> str | None:
