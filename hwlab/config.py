@@ -49,21 +49,6 @@ def load_yaml(path: str | os.PathLike, what: str = "YAML file") -> Any:
         raise ConfigError(f"{path}: invalid YAML{where}: {problem}") from None
 
 
-def load_json(path: str | os.PathLike, what: str = "JSON file") -> Any:
-    try:
-        return json.loads(Path(path).read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise ConfigError(f"{path}: {what} does not exist") from None
-    except IsADirectoryError:
-        raise ConfigError(f"{path}: is a directory, not a {what}") from None
-    except (OSError, UnicodeDecodeError) as e:
-        raise ConfigError(f"{path}: cannot read it ({e})") from None
-    except json.JSONDecodeError as e:
-        raise ConfigError(
-            f"{path}: invalid JSON at line {e.lineno}, column {e.colno}: {e.msg}"
-        ) from None
-
-
 # ---- schema validation ---------------------------------------------------------------------
 
 
@@ -338,14 +323,14 @@ def _file_errors(key: str, value: str, root: Path, check) -> list[str]:
 
 
 def _arch_errors(path: Path) -> list[str]:
-    from hwlab.model import arch_errors
+    """The model job's own reading (hwlab.model.read_arch), then what makes it unbuildable."""
+    from hwlab.model import ModelSourceError, arch_errors, read_arch
 
-    data = load_json(path, "architecture file")
-    if not isinstance(data, dict):
-        return ["not a transformers config.json (a JSON object)"]
-    if "model_type" not in data:
-        return ["has no 'model_type': it must be a transformers config.json"]
-    return arch_errors(data)
+    try:
+        arch = read_arch(path)
+    except ModelSourceError as e:
+        raise ConfigError(str(e)) from None
+    return arch_errors(arch)
 
 
 def _kernel_classes_errors(path: Path) -> list[str]:

@@ -246,6 +246,25 @@ def test_architecture_errors_name_the_key():
     ]
 
 
+@pytest.mark.parametrize(
+    ("content", "words"),
+    [
+        ('{"model_type": "qwen2",\n  "hidden_size": }', "is not JSON (line 2, column"),
+        ("[1, 2]", "is not a transformers config.json (a JSON object)"),
+        ('{"hidden_size": 8}', "has no 'model_type'"),
+        (b"\xff\xfe{", "cannot be read"),
+    ],
+)
+def test_an_unreadable_arch_file_is_named_as_the_model_job_would(tmp_path, content, words):
+    """The config check reads model.arch through hwlab.model.read_arch (one reading)."""
+    f = tmp_path / "arch.json"
+    f.write_bytes(content if isinstance(content, bytes) else content.encode())
+    cfg = copy.deepcopy(DEFAULT)
+    cfg["model"]["arch"] = str(f)
+    errs = [e for e in semantic_errors(cfg, REPO, []) if e.startswith("model.arch:")]
+    assert len(errs) == 1 and words in errs[0] and str(f) in errs[0], errs
+
+
 def test_semantic_errors_parse_files_and_regexes(tmp_path):
     arch = json.loads((REPO / "config/models/qwen2-tiny.json").read_text())
     (tmp_path / "h0.json").write_text(json.dumps({**arch, "hidden_size": 0}))
