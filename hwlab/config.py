@@ -10,7 +10,6 @@ import hashlib
 import json
 import os
 import re
-import shlex
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
@@ -408,25 +407,6 @@ def config_errors(config: dict[str, Any], root: Path) -> list[str]:
     errors += hierarchy_errors(config)
     errors += decode_model_errors(config)
     return errors
-
-
-# ---- the host: what can be checked before any job ------------------------------------------
-
-
-def interpreter_path_problem(executable: str) -> str | None:
-    """Why Snakemake cannot start script jobs with this interpreter, or None.
-
-    Snakemake (9.x, upstream issue #2645) runs ``script:`` jobs as the shell command
-    ``{sys.executable} {script}`` without quoting the interpreter, so a path with a space
-    (or another character the shell splits on) makes every job fail with exit 126/127.
-    """
-    if shlex.quote(executable) == executable:
-        return None
-    return (
-        f"the Python interpreter path {executable!r} contains characters the shell splits "
-        "on (a space?), and Snakemake does not quote it when it starts script jobs "
-        "(snakemake issue #2645)"
-    )
 
 
 def config_digest(config: dict[str, Any]) -> str:

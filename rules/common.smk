@@ -51,7 +51,7 @@ def host_checks():
                 "(or cpu) here, or send the measuring jobs to a GPU node "
                 "(--profile profiles/slurm)"
             )
-    why = hwconfig.interpreter_path_problem(sys.executable)
+    why = hwhost.interpreter_path_problem(sys.executable)
     if why and local:
         # start script jobs through a link without the space (same venv)
         try:

@@ -12,7 +12,6 @@ from helpers import REPO, smk, write_config
 from hwlab.config import (
     ConfigError,
     catalog_errors,
-    interpreter_path_problem,
     key_path,
     load_yaml,
     metrics_errors,
@@ -20,6 +19,7 @@ from hwlab.config import (
     semantic_errors,
     validate,
 )
+from hwlab.host import interpreter_path_problem
 from hwlab.model import arch_errors
 
 SCHEMA = yaml.safe_load((REPO / "config" / "schema.yaml").read_text())
