@@ -234,12 +234,6 @@ def decode_params(wildcards):
     )
 
 
-def decode_batch_files(kind):
-    """Per-batch files of the sweep: kind json, kernels or trace."""
-    suffix = {"json": "json", "kernels": "kernels.csv", "trace": "trace.json.gz"}[kind]
-    return [f"{RES}/decode/b{b}.{suffix}" for b in config["decode"]["batches"]]
-
-
 def decode_tables_params(wildcards=None):
     return dict(lab1a_batches=config["decode"]["lab1a_batches"])
 
@@ -312,9 +306,7 @@ def decode_ops_params(wildcards=None):
         warmup=m["warmup"],
         repeats=m["repeats"],
         iters=m["iters"],
-        target_spread=m["target_spread"],
-        budget_s=m["budget_s"],
-        max_repeats=m["max_repeats"],
+        **_adaptive(m),
         seed=config["seed"],
     )
 

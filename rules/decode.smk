@@ -31,9 +31,9 @@ rule decode_batch:
 rule decode_tables:
     """Decode sweep table and figure, kernel inventory and class shares, Lab 1a summary."""
     input:
-        records=decode_batch_files("json"),
-        kernels=decode_batch_files("kernels"),
-        traces=decode_batch_files("trace"),
+        records=decode_files("json"),
+        kernels=decode_files("kernels"),
+        traces=decode_files("trace"),
         peaks=rules.peaks.output.peaks,
         device=rules.device.output.device,
         hardware=rules.hardware.output.hardware,
