@@ -614,10 +614,59 @@ def record_files():
     return list(out)
 
 
+# Snakemake commands that parse the workflow but execute no job: nothing is moved or
+# removed for them. At parse time Snakemake 9 tells only a dry run (output_settings); the
+# others are read from the command line, as written in full (short flags also in a
+# cluster such as -pS).
+_NO_EXEC_FLAGS = set("""
+    --dry-run --dryrun --touch --summary --detailed-summary --list-changes --lc
+    --list-input-changes --li --list-params-changes --lp --list-untracked --lu
+    --list-rules --list --list-target-rules --lt --dag --rulegraph --filegraph --d3dag
+    --lint --print-compilation --archive --delete-all-output --delete-temp-output
+    --unlock --cleanup-metadata --cm --cleanup-shadow --list-conda-envs
+    --conda-create-envs-only --conda-cleanup-envs --container-cleanup-images
+    --containerize --export-cwl --generate-unit-tests --report
+    """.split())
+_NO_EXEC_SHORT, _BOOL_SHORT = set("ntlSD"), set("hkfFvpa")
+
+
+def executes_jobs(argv=None):
+    """Whether this Snakemake command may execute jobs (not -n, --summary, --dag ...)."""
+    settings = getattr(workflow, "output_settings", None)
+    if settings is not None and settings.dryrun:
+        return False
+    for arg in sys.argv[1:] if argv is None else argv:
+        if arg.split("=", 1)[0] in _NO_EXEC_FLAGS:
+            return False
+        if arg.startswith("-") and not arg.startswith("--"):
+            for c in arg[1:]:  # a cluster of flags ends at the first that takes a value
+                if c in _NO_EXEC_SHORT:
+                    return False
+                if c not in _BOOL_SHORT:
+                    break
+    return True
+
+
 def repair_records():
-    """Move invalid records aside so that this run regenerates them; returns them."""
+    """Move invalid records aside so that this run regenerates them; returns them.
+
+    A command that executes no job (a dry run, --summary ...) only says what a run would
+    move aside, and sweeps nothing."""
     if not workflow.is_main_process:
         return {}
+    if not executes_jobs():
+        bad = {}
+        for path in record_files():
+            problem = hwrecords.problem(path)
+            if problem not in (None, "missing"):
+                bad[path] = problem
+                print(
+                    f"hwlab: {path} is {hwrecords.phrase(problem)}: a run that executes "
+                    f"jobs (not this one) moves it aside to .{Path(path).name}.invalid "
+                    "and regenerates it, then what is made from it.",
+                    file=sys.stderr,
+                )
+        return bad
     # half-written files of jobs killed mid-write (atomic writes leave only .NAME.*.tmp,
     # never a partial result; one an hour old has no writer left)
     for f in hwlock.sweep_stale_files(RES, ".*.tmp", min_age_s=3600):
