@@ -105,33 +105,10 @@ def coerce(config: dict[str, Any], schema: dict[str, Any]) -> dict[str, Any]:
     return _coerce_value(config, schema, schema)
 
 
-def _is_integer(_checker: Any, x: Any) -> bool:
-    return isinstance(x, int) and not isinstance(x, bool)
-
-
-def _is_number(_checker: Any, x: Any) -> bool:
-    # x == x: not NaN; compared, not math.isfinite, which overflows on a huge int
-    return (
-        isinstance(x, int | float)
-        and not isinstance(x, bool)
-        and x == x
-        and x not in (float("inf"), float("-inf"))
-    )
-
-
-def strict_validator(base: Any = None) -> Any:
-    """``base`` (default Draft 2020-12) with strict numbers, for the config and the records:
-    16.0 is not an integer (it would name a file m16.0.json), a bool is neither (YAML's
-    yes/no), NaN and inf are not numbers."""
-    import jsonschema
-
-    base = base or jsonschema.Draft202012Validator
-    checker = base.TYPE_CHECKER.redefine("integer", _is_integer).redefine("number", _is_number)
-    return jsonschema.validators.extend(base, type_checker=checker)
-
-
 def _validator_class():
     import jsonschema
+
+    from hwlab.records import strict_validator
 
     base = strict_validator()
     validate_props = base.VALIDATORS["properties"]
