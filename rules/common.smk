@@ -98,7 +98,13 @@ def repo_path(path):
 
 
 def code(*modules):
-    """Package modules a rule's result depends on: editing one reruns the rule (mtime)."""
+    """Package modules a rule's result depends on: editing one reruns the rule (mtime).
+
+    Each rule lists the hwlab modules its job imports, transitively within hwlab, lazy
+    imports in the functions it runs included ("hierarchy/table" names a subpackage's
+    module). Not listed: hwlab/config.py (jobs use only its YAML reader: a change there
+    changes no number) and the job plumbing every script loads (lock, logs, jobtimes).
+    """
     return [str(ROOT / "hwlab" / f"{m}.py") for m in ("__init__", *modules)]
 
 
@@ -339,6 +345,7 @@ def ncu_code():
         "ncu_capture",
         "ncu_target",
         "ncu",
+        "formulas",
         "gemm",
         "dtypes",
         "device",
@@ -482,7 +489,7 @@ def allreduce_targets():
 
 def hierarchy_code(*modules):
     """Modules of the hwlab.hierarchy subpackage a rule runs (editing one reruns it)."""
-    return code("device", "io") + [
+    return code("device", "formulas", "io") + [
         str(ROOT / "hwlab" / "hierarchy" / f"{m}.py") for m in ("__init__", *modules)
     ]
 

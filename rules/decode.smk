@@ -41,6 +41,12 @@ rule decode_tables:
         manifest=rules.model.output.manifest,
         graph=decode_files("json", "graph"),
         code=code(
+            "catalog",
+            "headlines",
+            "napkin",
+            "hierarchy/__init__",
+            "hierarchy/knees",
+            "hierarchy/table",
             "decode_tables",
             "inventory",
             "figures",
