@@ -2,8 +2,9 @@
 
 Snakemake reads ``--configfile`` files itself before the workflow starts, and a YAML error
 there only says "Config file is not valid JSON or YAML"; this names the file, the line and
-the column, then applies the workflow's own checks (schema types and ranges, files that
-must exist, regular expressions, cross-key rules) to the merged configuration.
+the column, then applies the workflow's own checks (``hwlab.config.config_errors``: schema
+types and ranges, files that must exist, regular expressions, cross-key rules) to the
+merged configuration.
 """
 
 from __future__ import annotations
@@ -34,11 +35,7 @@ def _check(args: argparse.Namespace) -> int:
         if not isinstance(data, dict):
             raise hwconfig.ConfigError(f"{f}: a config file is a mapping of keys at top level")
         _merge(config, data)
-    schema = hwconfig.load_yaml(ROOT / "config" / "schema.yaml", "config schema")
-    errors = hwconfig.validate(config, schema)
-    if not errors:
-        keys, errors = hwconfig.catalog_errors(ROOT / "config" / "hardware.yaml")
-        errors += hwconfig.semantic_errors(config, ROOT, keys)
+    errors = hwconfig.config_errors(config, ROOT)
     if errors:
         raise hwconfig.ConfigError("; ".join(errors))
     print(f"{', '.join(args.files)}: valid (run {config['run']!r})")

@@ -10,7 +10,6 @@ import hashlib
 import json
 import os
 import re
-import shlex
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
@@ -47,21 +46,6 @@ def load_yaml(path: str | os.PathLike, what: str = "YAML file") -> Any:
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
         problem = getattr(e, "problem", None) or str(e).splitlines()[0]
         raise ConfigError(f"{path}: invalid YAML{where}: {problem}") from None
-
-
-def load_json(path: str | os.PathLike, what: str = "JSON file") -> Any:
-    try:
-        return json.loads(Path(path).read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise ConfigError(f"{path}: {what} does not exist") from None
-    except IsADirectoryError:
-        raise ConfigError(f"{path}: is a directory, not a {what}") from None
-    except (OSError, UnicodeDecodeError) as e:
-        raise ConfigError(f"{path}: cannot read it ({e})") from None
-    except json.JSONDecodeError as e:
-        raise ConfigError(
-            f"{path}: invalid JSON at line {e.lineno}, column {e.colno}: {e.msg}"
-        ) from None
 
 
 # ---- schema validation ---------------------------------------------------------------------
@@ -124,20 +108,9 @@ def coerce(config: dict[str, Any], schema: dict[str, Any]) -> dict[str, Any]:
 def _validator_class():
     import jsonschema
 
-    base = jsonschema.Draft202012Validator
-    # strict numbers: 16.0 is not an integer here (it would name a file m16.0.json), a
-    # bool is neither (YAML's yes/no), NaN and inf are not numbers
-    checker = base.TYPE_CHECKER.redefine(
-        "integer", lambda _, x: isinstance(x, int) and not isinstance(x, bool)
-    ).redefine(
-        "number",
-        lambda _, x: (
-            isinstance(x, int | float)
-            and not isinstance(x, bool)
-            and x == x
-            and x not in (float("inf"), float("-inf"))
-        ),
-    )
+    from hwlab.records import strict_validator
+
+    base = strict_validator()
     validate_props = base.VALIDATORS["properties"]
 
     def set_defaults(validator, properties, instance, schema):
@@ -148,9 +121,7 @@ def _validator_class():
                     instance.setdefault(prop, copy.deepcopy(sub_r["default"]))
         yield from validate_props(validator, properties, instance, schema)
 
-    return jsonschema.validators.extend(
-        base, validators={"properties": set_defaults}, type_checker=checker
-    )
+    return jsonschema.validators.extend(base, validators={"properties": set_defaults})
 
 
 def validate(config: dict[str, Any], schema: dict[str, Any]) -> list[str]:
@@ -328,14 +299,14 @@ def _file_errors(key: str, value: str, root: Path, check) -> list[str]:
 
 
 def _arch_errors(path: Path) -> list[str]:
-    from hwlab.model import arch_errors
+    """The model job's own reading (hwlab.model.read_arch), then what makes it unbuildable."""
+    from hwlab.model import ModelSourceError, arch_errors, read_arch
 
-    data = load_json(path, "architecture file")
-    if not isinstance(data, dict):
-        return ["not a transformers config.json (a JSON object)"]
-    if "model_type" not in data:
-        return ["has no 'model_type': it must be a transformers config.json"]
-    return arch_errors(data)
+    try:
+        arch = read_arch(path)
+    except ModelSourceError as e:
+        raise ConfigError(str(e)) from None
+    return arch_errors(arch)
 
 
 def _kernel_classes_errors(path: Path) -> list[str]:
@@ -384,23 +355,35 @@ def metrics_errors(path: Path) -> list[str]:
     return []
 
 
-# ---- the host: what can be checked before any job ------------------------------------------
+def config_errors(config: dict[str, Any], root: Path) -> list[str]:
+    """Every check the workflow runs on a configuration before any job, in one pass.
 
-
-def interpreter_path_problem(executable: str) -> str | None:
-    """Why Snakemake cannot start script jobs with this interpreter, or None.
-
-    Snakemake (9.x, upstream issue #2645) runs ``script:`` jobs as the shell command
-    ``{sys.executable} {script}`` without quoting the interpreter, so a path with a space
-    (or another character the shell splits on) makes every job fail with exit 126/127.
+    ``config`` is coerced, completed with the schema's defaults and validated in place
+    (``root/config/schema.yaml``); when it fits the schema, the cross-key rules follow:
+    the hardware catalog, :func:`semantic_errors`, the Nsight Compute metric mapping,
+    the memory-hierarchy keys and the decode graph / decode model keys. Both the workflow
+    (rules/common.smk) and ``hwlab check-config`` call this, so they accept and refuse
+    the same configurations. Returns the error lines ([] for a valid configuration).
     """
-    if shlex.quote(executable) == executable:
-        return None
-    return (
-        f"the Python interpreter path {executable!r} contains characters the shell splits "
-        "on (a space?), and Snakemake does not quote it when it starts script jobs "
-        "(snakemake issue #2645)"
-    )
+    from hwlab.decode_graph import config_errors as decode_model_errors
+    from hwlab.hierarchy.measure import config_errors as hierarchy_errors
+
+    root = Path(root)
+    try:
+        schema = load_yaml(root / "config" / "schema.yaml", "config schema")
+    except ConfigError as e:
+        return [str(e)]
+    # strings from --config are coerced to the schema's types, defaults filled in, and
+    # numbers checked strictly (16.0 is not an integer, true is not a number)
+    errors = validate(config, schema)
+    if errors:
+        return errors  # the cross-key rules assume the schema's types
+    keys, errors = catalog_errors(root / "config" / "hardware.yaml")
+    errors += semantic_errors(config, root, keys)
+    errors += metrics_errors(root / "config" / "ncu_metrics.yaml")
+    errors += hierarchy_errors(config)
+    errors += decode_model_errors(config)
+    return errors
 
 
 def config_digest(config: dict[str, Any]) -> str:

@@ -22,8 +22,9 @@ import re
 import shlex
 import subprocess
 import sys
-import tempfile
 from pathlib import Path
+
+from hwlab.lock import default_dir
 
 _PROBE = r"""
 import ctypes, sys
@@ -102,8 +103,25 @@ def cuda_problem(timeout_s: float = 60.0) -> str | None:
     return None
 
 
-def _shell_safe(path: str) -> bool:
+def shell_safe(path: str) -> bool:
+    """Whether the shell takes ``path`` as one word unquoted (shlex.quote leaves it as is)."""
     return shlex.quote(path) == path
+
+
+def interpreter_path_problem(executable: str) -> str | None:
+    """Why Snakemake cannot start script jobs with this interpreter, or None.
+
+    Snakemake (9.x, upstream issue #2645) runs ``script:`` jobs as the shell command
+    ``{sys.executable} {script}`` without quoting the interpreter, so a path with a space
+    (or another character the shell splits on) makes every job fail with exit 126/127.
+    """
+    if shell_safe(executable):
+        return None
+    return (
+        f"the Python interpreter path {executable!r} contains characters the shell splits "
+        "on (a space?), and Snakemake does not quote it when it starts script jobs "
+        "(snakemake issue #2645)"
+    )
 
 
 def space_free_interpreter(
@@ -115,19 +133,19 @@ def space_free_interpreter(
     ``<base>/py-<hash>`` to ``prefix`` (sys.prefix: the venv, whose ``pyvenv.cfg`` Python
     finds through the link) and returns the interpreter's path under the link. Raises
     RuntimeError when there is no safe folder for the link or the linked interpreter does
-    not start.
+    not start. ``base`` defaults to the per-user runtime folder (hwlab.lock.default_dir).
     """
     executable = executable or sys.executable
     prefix = prefix or sys.prefix
-    if _shell_safe(executable):
+    if shell_safe(executable):
         return executable
     exe, pre = Path(executable), Path(prefix)
     try:
         rel = exe.relative_to(pre)
     except ValueError:
         raise RuntimeError(f"{executable} is not inside its prefix {prefix}") from None
-    folder = Path(base) if base else Path(tempfile.gettempdir()) / f"hwlab-{os.getuid()}"
-    if not _shell_safe(str(folder)):
+    folder = Path(base) if base else default_dir()  # the per-user runtime folder
+    if not shell_safe(str(folder)):
         raise RuntimeError(f"no folder without spaces for the interpreter link ({folder})")
     folder.mkdir(parents=True, exist_ok=True, mode=0o700)
     link = folder / f"py-{hashlib.sha256(str(pre).encode()).hexdigest()[:12]}"

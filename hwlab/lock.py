@@ -22,7 +22,12 @@ code for it:
   starts (torchrun and its ranks) die with it (see :mod:`hwlab.allreduce`);
 - the holder writes who it is (pid, host, run, rule, wildcards, since when) beside the
   lock; a job that has to wait prints that on the console and in its log, and again
-  every minute while it waits.
+  every minute while it waits;
+- the default folder is per user (0700). A folder set in ``measure_lock`` is shared
+  between users: hwlab creates it, and its ``holders/``, 1777 (everyone creates files,
+  the sticky bit keeps each user's files theirs, as in /tmp), its lock files 0666 and its
+  holder files 0644, whatever the umask, so every user can take every lock and name who
+  holds it.
 
 Light imports only: every script job imports this before anything else.
 """
@@ -60,7 +65,27 @@ def default_dir() -> Path:
 
 
 def lock_dir(configured: str | os.PathLike | None) -> Path:
+    """The configured lock folder (``~`` expanded), else the per-user default."""
     return Path(configured).expanduser() if configured else default_dir()
+
+
+SHARED_DIR_MODE, PRIVATE_DIR_MODE = 0o1777, 0o700
+SHARED_LOCK_MODE, HOLDER_MODE = 0o666, 0o644
+
+
+def _make_dir(path: Path, shared: bool) -> None:
+    """Create ``path`` (parents too) unless it exists: 0700 for a per-user folder, 1777
+    for a shared one, set with chmod after mkdir (mkdir's mode passes through the umask).
+    A folder that exists keeps its mode: whoever made it (an admin) chose it."""
+    if path.is_dir():
+        return
+    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        path.mkdir(mode=PRIVATE_DIR_MODE)
+    except FileExistsError:
+        return  # another process made it at the same moment (and sets its mode)
+    if shared:
+        os.chmod(path, SHARED_DIR_MODE)
 
 
 def _host() -> str:
@@ -72,7 +97,7 @@ def gpu_ids(count: int, visible: str | None = None) -> list[str]:
     visible = os.environ.get("CUDA_VISIBLE_DEVICES") if visible is None else visible
     if visible:
         ids = [v.strip() for v in visible.split(",") if v.strip()]
-        return ids[:count] if count <= len(ids) else ids
+        return ids[:count]
     return [str(i) for i in range(count)]
 
 
@@ -133,6 +158,7 @@ class MeasureLock:
     who: dict[str, Any] = field(default_factory=dict)
     out: Any = None  # where waiting messages go (default: stderr)
     quiet: bool = False  # a light job: say only that it waits, not every minute
+    shared: bool = False  # a folder shared between users (measure_lock set): see above
     _fds: list[int] = field(default_factory=list)
     _sidecars: list[Path] = field(default_factory=list)
     waited_s: float = 0.0
@@ -167,14 +193,29 @@ class MeasureLock:
             print(msg, file=out, flush=True)
 
     def _open(self, path: Path) -> int:
+        """An fd on lock file ``path``, created if missing (0666 in a shared folder)."""
         try:
-            return os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o666)
-        except PermissionError:  # a shared lock folder: flock needs only read access
-            return os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+            fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, SHARED_LOCK_MODE)
+        except PermissionError:
+            # another user's lock file (0644 from an older hwlab, or protected_regular
+            # refusing O_CREAT on it): flock needs only read access
+            try:
+                return os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+            except PermissionError as e:
+                raise RuntimeError(
+                    f"measure_lock: cannot open the lock file {path} ({e.strerror}); a lock "
+                    "folder shared between users must be open to all of them (chmod 1777 "
+                    f"{self.folder}, then chmod 666 its lock files)"
+                ) from None
+        if self.shared:
+            # the umask took bits off: every user must be able to open it read-write
+            with contextlib.suppress(PermissionError):  # EPERM: not its owner
+                os.fchmod(fd, SHARED_LOCK_MODE)
+        return fd
 
     def acquire(self) -> MeasureLock:
         try:
-            self.folder.mkdir(parents=True, exist_ok=True, mode=0o700)
+            _make_dir(self.folder, self.shared)
         except OSError as e:
             raise RuntimeError(
                 f"measure_lock: cannot create the lock folder {self.folder} ({e.strerror}); "
@@ -213,22 +254,29 @@ class MeasureLock:
         self.acquired_at = time.time()
         if self.waited_s > POLL_S:
             self._say(f"hwlab: measurement lock acquired after {self.waited_s:.1f} s")
-        mode = "shared" if self.quiet else "exclusive"
-        NOTES.append(f"hwlab: measurement lock ({mode}) held since {self.acquired_at:.3f}")
+        held = ", ".join(
+            f"{name} {'exclusive' if mode == fcntl.LOCK_EX else 'shared'}"
+            for name, mode in self.locks
+        )
+        NOTES.append(f"hwlab: measurement lock ({held}) held since {self.acquired_at:.3f}")
         os.environ[ENV_HELD] = str(os.getpid())
         atexit.register(self.release)
         return self
 
     def _register(self, name: str) -> None:
+        """Write who holds lock ``name`` (atomically: hwlab.io.write_json) in holders/;
+        world-readable in a shared folder, so a waiting user can name another user's job."""
+        from hwlab.io import write_json  # stdlib only, like this module
+
         d = self._holders_dir()
         info = {**self.who, "pid": os.getpid(), "host": _host(), "since": time.time()}
         try:
-            d.mkdir(exist_ok=True, mode=0o700)
+            _make_dir(d, self.shared)
             f = d / f"{self.path(name).name}.{os.getpid()}.json"
-            tmp = f.with_suffix(".tmp")
-            tmp.write_text(json.dumps(info))
-            os.replace(tmp, f)
+            write_json(f, info)
             self._sidecars.append(f)
+            if self.shared:
+                os.chmod(f, HOLDER_MODE)
         except OSError:
             pass  # the lock still holds; waiters just cannot name us
 
@@ -267,9 +315,11 @@ def for_job(smk: Any) -> MeasureLock | None:
     wc = ", ".join(f"{k}={v}" for k, v in dict(wildcards.items()).items()) if wildcards else ""
     who = {"run": config.get("run"), "rule": getattr(smk, "rule", None), "wildcards": wc}
     folder = lock_dir(config.get("measure_lock"))
+    shared = bool(config.get("measure_lock"))  # set: a folder shared between users
     if measure < 1:
         who["measuring"] = False
-        return MeasureLock(folder, [("cpu", fcntl.LOCK_SH)], who=who, quiet=True).acquire()
+        light = MeasureLock(folder, [("cpu", fcntl.LOCK_SH)], who=who, quiet=True, shared=shared)
+        return light.acquire()
     kind = "cpu"
     device = getattr(getattr(smk, "input", None), "device", None)
     if device:
@@ -282,8 +332,8 @@ def for_job(smk: Any) -> MeasureLock | None:
     except (TypeError, ValueError):
         gpus = 1
     who["measuring"] = True
-    lock = MeasureLock(folder, plan(kind, max(gpus, 1) if kind == "cuda" else 0), who=who)
-    return lock.acquire()
+    locks = plan(kind, max(gpus, 1) if kind == "cuda" else 0)
+    return MeasureLock(folder, locks, who=who, shared=shared).acquire()
 
 
 # ---- temp folders owned by a living process --------------------------------------------

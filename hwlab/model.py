@@ -51,21 +51,33 @@ class ModelSourceError(RuntimeError):
 
 
 def read_arch(arch: str | os.PathLike | dict) -> dict[str, Any]:
-    """An architecture (a transformers config.json) as a dict, without ``_comment`` keys."""
+    """An architecture (a transformers config.json) as a dict, without ``_comment`` keys.
+
+    A ModelSourceError names the file and what is wrong: missing, a folder, unreadable,
+    not JSON (line and column), not an object, no ``model_type``. The config check
+    (hwlab.config) reads the file through here too, before any job.
+    """
     if isinstance(arch, dict):
-        data = dict(arch)
+        data, what = dict(arch), "architecture"
     else:
         path = Path(arch)
+        what = f"architecture file {str(path)!r}"
         try:
-            data = json.loads(path.read_text())
+            data = json.loads(path.read_text(encoding="utf-8"))
         except FileNotFoundError:
-            raise ModelSourceError(f"architecture file {str(path)!r} does not exist") from None
+            raise ModelSourceError(f"{what} does not exist") from None
+        except IsADirectoryError:
+            raise ModelSourceError(f"{what} is a directory, not a file") from None
         except json.JSONDecodeError as e:
-            raise ModelSourceError(f"architecture file {str(path)!r} is not JSON: {e}") from None
-    if not isinstance(data, dict) or "model_type" not in data:
-        raise ModelSourceError(
-            f"architecture {arch!r} has no 'model_type': it must be a transformers config.json"
-        )
+            raise ModelSourceError(
+                f"{what} is not JSON (line {e.lineno}, column {e.colno}: {e.msg})"
+            ) from None
+        except (OSError, UnicodeDecodeError) as e:
+            raise ModelSourceError(f"{what} cannot be read ({e})") from None
+    if not isinstance(data, dict):
+        raise ModelSourceError(f"{what} is not a transformers config.json (a JSON object)")
+    if "model_type" not in data:
+        raise ModelSourceError(f"{what} has no 'model_type': it must be a transformers config.json")
     return {k: v for k, v in data.items() if not k.startswith("_")}
 
 

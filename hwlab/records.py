@@ -14,14 +14,14 @@ is wrong with it and the command that regenerates it. :func:`problem` gives the 
 verdict without raising; the Snakefile calls it before building the DAG, so the next run
 redoes what is missing or invalid (see ``rules/common.smk``, repair).
 
-Light imports only (json, csv, re, jsonschema): the Snakefile imports this at parse time.
+Light imports only (json, csv, re, jsonschema, hwlab.io): the Snakefile imports this at
+parse time.
 """
 
 from __future__ import annotations
 
 import csv
 import json
-import math
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -29,7 +29,7 @@ from functools import cache
 from pathlib import Path
 from typing import Any
 
-STATUSES = ("ok", "skipped", "oom", "failed")
+from hwlab.io import STATUSES
 
 
 class RecordError(ValueError):
@@ -171,18 +171,36 @@ def kind_of(path: str | Path) -> tuple[str, dict[str, Any]] | None:
     return None
 
 
-@cache
-def _validator(kind: str):
+def _is_integer(_checker: Any, x: Any) -> bool:
+    return isinstance(x, int) and not isinstance(x, bool)
+
+
+def _is_number(_checker: Any, x: Any) -> bool:
+    # x == x: not NaN; compared, not math.isfinite, which overflows on a huge int
+    return (
+        isinstance(x, int | float)
+        and not isinstance(x, bool)
+        and x == x
+        and x not in (float("inf"), float("-inf"))
+    )
+
+
+def strict_validator(base: Any = None) -> Any:
+    """``base`` (default Draft 2020-12) with strict numbers, for the records and the config
+    (hwlab.config; here, so that a job reading records does not depend on config.py):
+    16.0 is not an integer (it would name a file m16.0.json), a bool is neither (YAML's
+    yes/no), NaN and inf are not numbers."""
     import jsonschema
 
-    cls = jsonschema.Draft202012Validator
-    checker = cls.TYPE_CHECKER.redefine(
-        "integer", lambda _, x: isinstance(x, int) and not isinstance(x, bool)
-    ).redefine(
-        "number",
-        lambda _, x: isinstance(x, int | float) and not isinstance(x, bool) and math.isfinite(x),
-    )
-    return jsonschema.validators.extend(cls, type_checker=checker)(SCHEMAS[kind])
+    base = base or jsonschema.Draft202012Validator
+    checker = base.TYPE_CHECKER.redefine("integer", _is_integer).redefine("number", _is_number)
+    return jsonschema.validators.extend(base, type_checker=checker)
+
+
+@cache
+def _validator(kind: str):
+    """The kind's schema under strict numbers (the config's too)."""
+    return strict_validator()(SCHEMAS[kind])
 
 
 def _schema_problem(kind: str, data: Any) -> str | None:

@@ -10,7 +10,6 @@ from hwlab import config as hwconfig
 from hwlab import host as hwhost
 from hwlab import lock as hwlock
 from hwlab import records as hwrecords
-from hwlab.hierarchy.measure import config_errors as hierarchy_config_errors
 
 ROOT = Path(workflow.basedir)
 
@@ -26,20 +25,9 @@ def _fail(lines):
     sys.exit(1)
 
 
-try:
-    SCHEMA = hwconfig.load_yaml(ROOT / "config" / "schema.yaml", "config schema")
-except hwconfig.ConfigError as e:
-    _fail([str(e)])
-# strings from --config are coerced to the schema's types, defaults filled in, and
-# numbers checked strictly (16.0 is not an integer, true is not a number)
-_errors = hwconfig.validate(config, SCHEMA)
-if _errors:
-    _fail(_errors)
-
-CATALOG_KEYS, _errors = hwconfig.catalog_errors(ROOT / "config" / "hardware.yaml")
-_errors += hwconfig.semantic_errors(config, ROOT, CATALOG_KEYS)
-_errors += hwconfig.metrics_errors(ROOT / "config" / "ncu_metrics.yaml")
-_errors += hierarchy_config_errors(config)
+# the schema (types, ranges, defaults filled in), then every cross-key rule: the same
+# checks as `hwlab check-config` (hwlab/config.py, config_errors), all reported at once
+_errors = hwconfig.config_errors(config, ROOT)
 if _errors:
     _fail(_errors)
 
@@ -63,7 +51,7 @@ def host_checks():
                 "(or cpu) here, or send the measuring jobs to a GPU node "
                 "(--profile profiles/slurm)"
             )
-    why = hwconfig.interpreter_path_problem(sys.executable)
+    why = hwhost.interpreter_path_problem(sys.executable)
     if why and local:
         # start script jobs through a link without the space (same venv)
         try:
@@ -110,7 +98,13 @@ def repo_path(path):
 
 
 def code(*modules):
-    """Package modules a rule's result depends on: editing one reruns the rule (mtime)."""
+    """Package modules a rule's result depends on: editing one reruns the rule (mtime).
+
+    Each rule lists the hwlab modules its job imports, transitively within hwlab, lazy
+    imports in the functions it runs included ("hierarchy/table" names a subpackage's
+    module). Not listed: hwlab/config.py (jobs use only its YAML reader: a change there
+    changes no number) and the job plumbing every script loads (lock, logs, jobtimes).
+    """
     return [str(ROOT / "hwlab" / f"{m}.py") for m in ("__init__", *modules)]
 
 
@@ -246,12 +240,6 @@ def decode_params(wildcards):
     )
 
 
-def decode_batch_files(kind):
-    """Per-batch files of the sweep: kind json, kernels or trace."""
-    suffix = {"json": "json", "kernels": "kernels.csv", "trace": "trace.json.gz"}[kind]
-    return [f"{RES}/decode/b{b}.{suffix}" for b in config["decode"]["batches"]]
-
-
 def decode_tables_params(wildcards=None):
     return dict(lab1a_batches=config["decode"]["lab1a_batches"])
 
@@ -276,10 +264,6 @@ def decode_targets():
 # ---- graph-mode decode and the decode model (rules/decode_model.smk) -------------------
 from hwlab import decode_graph as hwgraph
 from hwlab import decode_ops as hwops
-
-_decode_model_errors = hwgraph.config_errors(config)
-if _decode_model_errors:
-    _fail(_decode_model_errors)
 
 
 def graph_batches():
@@ -328,9 +312,7 @@ def decode_ops_params(wildcards=None):
         warmup=m["warmup"],
         repeats=m["repeats"],
         iters=m["iters"],
-        target_spread=m["target_spread"],
-        budget_s=m["budget_s"],
-        max_repeats=m["max_repeats"],
+        **_adaptive(m),
         seed=config["seed"],
     )
 
@@ -363,6 +345,7 @@ def ncu_code():
         "ncu_capture",
         "ncu_target",
         "ncu",
+        "formulas",
         "gemm",
         "dtypes",
         "device",
@@ -506,7 +489,7 @@ def allreduce_targets():
 
 def hierarchy_code(*modules):
     """Modules of the hwlab.hierarchy subpackage a rule runs (editing one reruns it)."""
-    return code("device", "io") + [
+    return code("device", "formulas", "io") + [
         str(ROOT / "hwlab" / "hierarchy" / f"{m}.py") for m in ("__init__", *modules)
     ]
 
@@ -638,10 +621,59 @@ def record_files():
     return list(out)
 
 
+# Snakemake commands that parse the workflow but execute no job: nothing is moved or
+# removed for them. At parse time Snakemake 9 tells only a dry run (output_settings); the
+# others are read from the command line, as written in full (short flags also in a
+# cluster such as -pS).
+_NO_EXEC_FLAGS = set("""
+    --dry-run --dryrun --touch --summary --detailed-summary --list-changes --lc
+    --list-input-changes --li --list-params-changes --lp --list-untracked --lu
+    --list-rules --list --list-target-rules --lt --dag --rulegraph --filegraph --d3dag
+    --lint --print-compilation --archive --delete-all-output --delete-temp-output
+    --unlock --cleanup-metadata --cm --cleanup-shadow --list-conda-envs
+    --conda-create-envs-only --conda-cleanup-envs --container-cleanup-images
+    --containerize --export-cwl --generate-unit-tests --report
+    """.split())
+_NO_EXEC_SHORT, _BOOL_SHORT = set("ntlSD"), set("hkfFvpa")
+
+
+def executes_jobs(argv=None):
+    """Whether this Snakemake command may execute jobs (not -n, --summary, --dag ...)."""
+    settings = getattr(workflow, "output_settings", None)
+    if settings is not None and settings.dryrun:
+        return False
+    for arg in sys.argv[1:] if argv is None else argv:
+        if arg.split("=", 1)[0] in _NO_EXEC_FLAGS:
+            return False
+        if arg.startswith("-") and not arg.startswith("--"):
+            for c in arg[1:]:  # a cluster of flags ends at the first that takes a value
+                if c in _NO_EXEC_SHORT:
+                    return False
+                if c not in _BOOL_SHORT:
+                    break
+    return True
+
+
 def repair_records():
-    """Move invalid records aside so that this run regenerates them; returns them."""
+    """Move invalid records aside so that this run regenerates them; returns them.
+
+    A command that executes no job (a dry run, --summary ...) only says what a run would
+    move aside, and sweeps nothing."""
     if not workflow.is_main_process:
         return {}
+    if not executes_jobs():
+        bad = {}
+        for path in record_files():
+            problem = hwrecords.problem(path)
+            if problem not in (None, "missing"):
+                bad[path] = problem
+                print(
+                    f"hwlab: {path} is {hwrecords.phrase(problem)}: a run that executes "
+                    f"jobs (not this one) moves it aside to .{Path(path).name}.invalid "
+                    "and regenerates it, then what is made from it.",
+                    file=sys.stderr,
+                )
+        return bad
     # half-written files of jobs killed mid-write (atomic writes leave only .NAME.*.tmp,
     # never a partial result; one an hour old has no writer left)
     for f in hwlock.sweep_stale_files(RES, ".*.tmp", min_age_s=3600):

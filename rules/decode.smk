@@ -31,9 +31,9 @@ rule decode_batch:
 rule decode_tables:
     """Decode sweep table and figure, kernel inventory and class shares, Lab 1a summary."""
     input:
-        records=decode_batch_files("json"),
-        kernels=decode_batch_files("kernels"),
-        traces=decode_batch_files("trace"),
+        records=decode_files("json"),
+        kernels=decode_files("kernels"),
+        traces=decode_files("trace"),
         peaks=rules.peaks.output.peaks,
         device=rules.device.output.device,
         hardware=rules.hardware.output.hardware,
@@ -41,6 +41,12 @@ rule decode_tables:
         manifest=rules.model.output.manifest,
         graph=decode_files("json", "graph"),
         code=code(
+            "catalog",
+            "headlines",
+            "napkin",
+            "hierarchy/__init__",
+            "hierarchy/knees",
+            "hierarchy/table",
             "decode_tables",
             "inventory",
             "figures",

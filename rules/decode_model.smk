@@ -13,6 +13,7 @@ rule decode_graph:
         device=rules.device.output.device,
         manifest=rules.model.output.manifest,
         code=code(
+            "ncu",
             "decode_graph",
             "decode",
             "model",
@@ -79,6 +80,14 @@ rule decode_model:
         hardware=rules.hardware.output.hardware,
         classes=repo_path(config["decode"]["kernel_classes"]),
         code=code(
+            "catalog",
+            "dtypes",
+            "headlines",
+            "napkin",
+            "questions",
+            "hierarchy/__init__",
+            "hierarchy/knees",
+            "hierarchy/table",
             "decode_model",
             "decode_tables",
             "inventory",

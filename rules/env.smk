@@ -68,7 +68,7 @@ rule peaks:
     """This machine's measured ceilings: a large GEMM per dtype and STREAM copy/triad."""
     input:
         device=rules.device.output.device,
-        code=code("peaks", "gemm", "device", "formulas", "io"),
+        code=code("dtypes", "peaks", "gemm", "device", "formulas", "io"),
     output:
         peaks=f"{RES}/peaks.json",
     log:

@@ -16,7 +16,16 @@ rule roofline:
         device=rules.device.output.device,
         hardware=rules.hardware.output.hardware,
         code=code(
-            "roofline", "peaks", "figures", "formulas", "io", "catalog", "records"
+            "device",
+            "dtypes",
+            "gemm",
+            "roofline",
+            "peaks",
+            "figures",
+            "formulas",
+            "io",
+            "catalog",
+            "records",
         ),
     output:
         csv=report(
@@ -49,7 +58,7 @@ rule napkin_decode:
     """§4, §5, §7, §8: decode napkin for every catalog device x model size x precision."""
     input:
         catalog=repo_path("config/hardware.yaml"),
-        code=code("napkin", "catalog", "formulas", "io"),
+        code=code("records", "napkin", "catalog", "formulas", "io"),
     output:
         csv=report(
             f"{RES}/tables/napkin_decode.csv",
@@ -75,6 +84,12 @@ rule findings:
         hardware=rules.hardware.output.hardware,
         peaks=rules.peaks.output.peaks,
         code=code(
+            "allreduce_table",
+            "alphabeta",
+            "dtypes",
+            "figures",
+            "gemm",
+            "ncu_plot",
             "findings",
             "records",
             "headlines",
@@ -90,7 +105,7 @@ rule findings:
             "napkin",
             "catalog",
         )
-        + hierarchy_code("report", "table"),
+        + hierarchy_code("knees", "report", "table"),
         catalog=repo_path("config/hardware.yaml"),
     output:
         md=report(
@@ -117,6 +132,23 @@ rule compare_figures:
         device=rules.device.output.device,
         hardware=rules.hardware.output.hardware,
         code=code(
+            "alphabeta",
+            "catalog",
+            "decode_findings",
+            "decode_model",
+            "device",
+            "dtypes",
+            "formulas",
+            "gemm",
+            "headlines",
+            "inventory",
+            "napkin",
+            "peaks",
+            "questions",
+            "hierarchy/__init__",
+            "hierarchy/knees",
+            "hierarchy/report",
+            "hierarchy/table",
             "findings",
             "records",
             "roofline",

@@ -62,7 +62,7 @@ rule ncu_tables:
     input:
         records=ncu_capture_files(),
         metrics=NCU_METRICS,
-        code=code("ncu", "formulas", "io", "records"),
+        code=code("dtypes", "ncu", "formulas", "io", "records"),
     output:
         csv=report(
             f"{RES}/tables/ncu.csv",

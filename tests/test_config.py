@@ -12,7 +12,6 @@ from helpers import REPO, smk, write_config
 from hwlab.config import (
     ConfigError,
     catalog_errors,
-    interpreter_path_problem,
     key_path,
     load_yaml,
     metrics_errors,
@@ -20,6 +19,7 @@ from hwlab.config import (
     semantic_errors,
     validate,
 )
+from hwlab.host import interpreter_path_problem
 from hwlab.model import arch_errors
 
 SCHEMA = yaml.safe_load((REPO / "config" / "schema.yaml").read_text())
@@ -129,6 +129,9 @@ BAD = [
     ("missing class file", {"decode": {"kernel_classes": "nope.yaml"}}, "decode.kernel_classes"),
     ("nested key", {"gemm": {"shapes": [{"name": "a", "N": 0, "K": 8}]}}, "gemm.shapes[0].N"),
     ("missing nested key", {"gemm": {"shapes": [{"name": "a", "N": 8}]}}, "gemm.shapes[0].K"),
+    # the cross-key rules of the hierarchy and decode model sections (hwlab.config.config_errors)
+    ("hierarchy below min_bytes", {"hierarchy": {"max_bytes": 10}}, "hierarchy.max_bytes"),
+    ("fit batch not decoded", {"decode_model": {"fit_batches": [999]}}, "decode_model.fit_batches"),
 ]
 
 
@@ -141,6 +144,36 @@ def test_malformed_config_fails_before_any_job(tmp_path, case, cfg, key):
     assert f"  {key}:" in out, out
     assert "Traceback" not in out and 'File "' not in out, out
     assert not (tmp_path / "results").exists()
+
+
+@pytest.mark.parametrize(("case", "cfg", "key"), BAD, ids=[b[0] for b in BAD])
+def test_check_config_refuses_what_the_workflow_refuses(tmp_path, capsys, case, cfg, key):
+    """`hwlab check-config` runs the workflow's checks (one config_errors for both)."""
+    from hwlab.cli import main
+
+    assert main(["check-config", str(write_config(tmp_path / "bad.yaml", cfg))]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("hwlab check-config: ") and err.count("\n") == 1, err
+    assert f"{key}:" in err, err
+
+
+def test_every_error_is_reported_in_one_pass(tmp_path, capsys):
+    """A hierarchy and a decode model error together: the workflow and check-config both
+    name both keys (no check stops the others)."""
+    from hwlab.cli import main
+
+    bad = write_config(
+        tmp_path / "bad.yaml",
+        {"hierarchy": {"max_bytes": 10}, "decode_model": {"fit_batches": [999]}},
+    )
+    proc = smk(tmp_path, "all", "-n", configfile=bad)
+    out = proc.stdout + proc.stderr
+    assert proc.returncode != 0 and "invalid configuration" in out, out
+    assert main(["check-config", str(bad)]) == 2
+    err = capsys.readouterr().err
+    for key in ("hierarchy.max_bytes", "decode_model.fit_batches"):
+        assert f"  {key}:" in out, out
+        assert f"{key}:" in err, err
 
 
 # ---- issue 15: values parsed before any job (fault 6, 9, and --config list overrides) ----
@@ -211,6 +244,25 @@ def test_architecture_errors_name_the_key():
     assert arch_errors({k: v for k, v in arch.items() if k != "vocab_size"}) == [
         "vocab_size is missing"
     ]
+
+
+@pytest.mark.parametrize(
+    ("content", "words"),
+    [
+        ('{"model_type": "qwen2",\n  "hidden_size": }', "is not JSON (line 2, column"),
+        ("[1, 2]", "is not a transformers config.json (a JSON object)"),
+        ('{"hidden_size": 8}', "has no 'model_type'"),
+        (b"\xff\xfe{", "cannot be read"),
+    ],
+)
+def test_an_unreadable_arch_file_is_named_as_the_model_job_would(tmp_path, content, words):
+    """The config check reads model.arch through hwlab.model.read_arch (one reading)."""
+    f = tmp_path / "arch.json"
+    f.write_bytes(content if isinstance(content, bytes) else content.encode())
+    cfg = copy.deepcopy(DEFAULT)
+    cfg["model"]["arch"] = str(f)
+    errs = [e for e in semantic_errors(cfg, REPO, []) if e.startswith("model.arch:")]
+    assert len(errs) == 1 and words in errs[0] and str(f) in errs[0], errs
 
 
 def test_semantic_errors_parse_files_and_regexes(tmp_path):

@@ -2,6 +2,7 @@
 incomplete record is refused with one line naming the file and the command that redoes it."""
 
 import json
+import os
 
 import pytest
 
@@ -145,3 +146,23 @@ def test_the_aggregation_refuses_a_copied_point(tmp_path):
             **out,
         )
     assert not any((tmp_path / f"t.{k}").exists() for k in out)
+
+
+@pytest.mark.parametrize("flags", [["-n"], ["-pn"], ["--summary"], ["--list-changes", "code"]])
+def test_a_command_that_runs_no_job_moves_no_record(tmp_path, flags):
+    """`snakemake -n`, --summary ...: an invalid record is reported, left in place, and no
+    stale temporary file is swept (a real run moves it aside: test_workflow_reliability)."""
+    from helpers import smk, write_config
+
+    cfg = write_config(tmp_path / "c.yaml", {"run": "dry", "gemm": {"dtypes": ["fp32"]}})
+    rec = _point(tmp_path, rel="results/dry/gemm/ffn_gate_up/fp32/warm/m16.json")
+    rec.write_text(rec.read_text()[:20])  # truncated
+    tmp = rec.with_name(".m1.json.abc.tmp")
+    tmp.write_text("{")
+    os.utime(tmp, (0, 0))  # old: a real run sweeps it
+    proc = smk(tmp_path, *flags, configfile=cfg, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert f"{rec.relative_to(tmp_path)} is not valid JSON" in proc.stderr, proc.stderr[-3000:]
+    assert "a run that executes jobs (not this one) moves it aside" in proc.stderr
+    assert rec.is_file() and not rec.with_name(".m16.json.invalid").exists()
+    assert tmp.is_file()

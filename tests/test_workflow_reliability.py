@@ -199,7 +199,7 @@ def test_two_runs_never_overlap_and_measurements_run_alone(tmp_path):
     assert {"roofline", "napkin_decode", "hardware", "device"} <= {j["rule"] for j in jobs}
     for j in jobs:
         held = re.search(
-            r"measurement lock \(shared\) held since ([\d.]+)", (wd / j["log"][0]).read_text()
+            r"measurement lock \(cpu shared\) held since ([\d.]+)", (wd / j["log"][0]).read_text()
         )
         assert held, j["log"]
         run = j["path"].split("/")[1]
