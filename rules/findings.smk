@@ -83,6 +83,10 @@ rule findings:
         device=rules.device.output.device,
         hardware=rules.hardware.output.hardware,
         peaks=rules.peaks.output.peaks,
+        gemm_records=gemm_point_files(),
+        decode_records=decode_files("json"),
+        ncu_records=ncu_capture_files(),
+        allreduce_records=allreduce_files(),
         code=code(
             "allreduce_table",
             "alphabeta",

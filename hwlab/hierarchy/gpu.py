@@ -25,9 +25,12 @@ whatever the working set, so small working sets are re-read rather than under-fi
   hop from the events; the SM clock NVML reports around each point is recorded too, and
   converts ns to cycles where ``%clock64`` is unavailable. Each launch continues from
   where the last one stopped, so a working set larger than one launch is never re-walked;
-  a repeat is ``gpu_launches`` launches back to back, as in the bandwidth sweeps, so the
-  gap before the first launch of a repeat (the GPU idle while Python launches) is shared
-  out over them instead of added to every launch's ns.
+  a repeat is launches back to back, so the gap before the first launch of a repeat (the
+  GPU idle while Python launches, 5-20 us) is shared out over them instead of added to
+  every launch's ns. As many launches as make the timed region at least CHASE_REGION_S
+  (from the previous, smaller working set's time per launch; at most ``gpu_launches``):
+  ten at L1, where one launch lasts a few hundred us, one from HBM, where it lasts ~10 ms
+  and the gap is already under 0.2%.
 - **Host link** (torch copies, nvbandwidth's cases): host→device and device→host, pinned
   and pageable host memory, 4 B (latency) and 4 KiB .. ``link_max_bytes``; peer-to-peer
   ``cuda:0 → cuda:1`` and back where two GPUs are visible (torch performs a cross-device
@@ -38,6 +41,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import math
 from typing import Any
 
 from hwlab.hierarchy.cpu import latency_fields, rate_fields, size_grid
@@ -164,14 +168,18 @@ class SmClock:
 # ---- sweeps -----------------------------------------------------------------------------
 
 
-def _bench(dev, fn, p: dict[str, Any]):
-    """``p["gpu_launches"]`` back-to-back launches per repeat (one timed region: only the
-    first launch of a repeat can find the GPU idle, so the launch gap is shared out over
-    them), 3 warmup launches, ``repeats`` repeats or, with ``target_spread``, up to twice
-    that until the median's CI is that narrow."""
+# the pointer chase's shortest timed region: one launch gap (<= 20 us) stays under 0.4%
+CHASE_REGION_S = 5e-3
+
+
+def _bench(dev, fn, p: dict[str, Any], launches: int | None = None):
+    """``launches`` (default ``p["gpu_launches"]``) back-to-back launches per repeat (one
+    timed region: only the first launch of a repeat can find the GPU idle, so the launch
+    gap is shared out over them), 3 warmup launches, ``repeats`` repeats or, with
+    ``target_spread``, up to twice that until the median's CI is that narrow."""
     return dev.bench(
         fn,
-        iters=p["gpu_launches"],
+        iters=p["gpu_launches"] if launches is None else launches,
         mode="loop",
         warmup=3,
         min_repeats=p["repeats"],
@@ -278,6 +286,7 @@ def chase_sweep(dev, sizes: list[int], p: dict[str, Any], clock: SmClock) -> dic
     hops = p["gpu_chase_hops"]
     nblk = BLOCK * 4
     out = []
+    launch_s = None  # the previous working set's time per launch
     for size in sizes:
         n = max(2, size // LINE)
         order = torch.randperm(n, generator=gen, device=dev.torch_device)
@@ -296,7 +305,11 @@ def chase_sweep(dev, sizes: list[int], p: dict[str, Any], clock: SmClock) -> dic
         def call(hops=hops) -> None:
             kern[(1,)](nxt, res, hops, num_warps=1)
 
-        s = _bench(dev, call, p)
+        launches = p["gpu_launches"]
+        if launch_s:
+            launches = max(1, min(launches, math.ceil(CHASE_REGION_S / launch_s)))
+        s = _bench(dev, call, p, launches)
+        launch_s = s.median_s
         # %clock64 cycles of the last launch (every launch walks the same number of hops)
         cycles = int(res[1]) if with_clock else None
         mhz1 = clock.mhz()
@@ -306,7 +319,7 @@ def chase_sweep(dev, sizes: list[int], p: dict[str, Any], clock: SmClock) -> dic
             "size_bytes": n * LINE,
             "threads": 1,
             "hops": hops,
-            "launches": p["gpu_launches"],
+            "launches": launches,
             "line_bytes": LINE,
             **latency_fields(s, hops),
             "sm_clock_mhz": sum(mhz) / len(mhz) if mhz else None,
