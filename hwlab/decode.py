@@ -58,7 +58,7 @@ import torch
 from hwlab import formulas as F
 from hwlab.device import Device
 from hwlab.dtypes import MODEL_DTYPES
-from hwlab.inventory import kernel_rows, load_trace, write_kernels_csv
+from hwlab.inventory import CPU_OP_CATS, kernel_rows, load_trace, write_kernels_csv
 from hwlab.io import OK, OOM, SKIPPED, atomic_path, read_json, record, with_window, write_json
 
 log = logging.getLogger("hwlab.decode")
@@ -294,7 +294,7 @@ def attention_used(trace: dict[str, Any]) -> dict[str, Any]:
         if not isinstance(e, dict) or e.get("ph") != "X":
             continue
         name, cat = str(e.get("name", "")), str(e.get("cat", "")).lower()
-        if cat == "cpu_op" and SDPA_OP.search(name):
+        if cat in CPU_OP_CATS and SDPA_OP.search(name):
             ops.add(name)
         elif cat == "kernel" and ATTENTION_KERNEL.search(name):
             kernels[name] = kernels.get(name, 0) + 1

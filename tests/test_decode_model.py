@@ -355,6 +355,21 @@ def test_trace_step_terms_cpu_hand_computed():
     assert DM.trace_step_terms({"traceEvents": []}, load_rules()) == {}
 
 
+def test_trace_step_terms_reads_older_kinetos_operator_category():
+    """Older Kineto wrote CPU ops as ``Operator`` (hwlab.inventory reads both): the same
+    split as the ``cpu_op`` trace, not an empty one."""
+    from hwlab.inventory import load_rules
+
+    trace = _cpu_trace()
+    for e in trace["traceEvents"]:
+        if e["cat"] == "cpu_op":
+            e["cat"] = "Operator"
+    assert DM.trace_step_terms(trace, load_rules()) == DM.trace_step_terms(
+        _cpu_trace(), load_rules()
+    )
+    assert DM.trace_step_terms(trace, load_rules())["ops_per_step"] == 4
+
+
 def test_trace_step_terms_cuda_by_launch_correlation():
     from hwlab.inventory import load_rules
 
