@@ -190,10 +190,17 @@ def graph_pairs(model: pd.DataFrame | None) -> list[dict[str, Any]]:
     return out
 
 
-def graph_records(folder: str | Path) -> list[dict[str, Any]]:
-    from hwlab.io import read_json
+def graph_records(folder: str | Path, model: pd.DataFrame | None) -> list[dict[str, Any]]:
+    """The graph-mode decode records the decode model was built from (its ``graph`` rows:
+    the batches the configuration decoded in graph mode), validated
+    (:func:`hwlab.records.read_all`); a record left in the folder by a batch no longer in
+    the configuration is not read. No decode model: none."""
+    from hwlab import records as R
 
-    return [read_json(p) for p in sorted((Path(folder) / "decode" / "graph").glob("b*.json"))]
+    if model is None or model.empty:
+        return []
+    batches = sorted({int(b) for b in model.loc[model["mode"] == "graph", "batch"]})
+    return R.read_all([Path(folder) / "decode" / "graph" / f"b{b}.json" for b in batches], "decode")
 
 
 def graph_gap_finding(
@@ -330,7 +337,7 @@ def model_accuracy_finding(model: pd.DataFrame | None, goal_pct: float | None = 
 def headlines(folder: str | Path, goal_pct: float | None = None) -> list[H.Finding]:
     model = load_model(folder)
     return [
-        graph_gap_finding(model, graph_records(folder)),
+        graph_gap_finding(model, graph_records(folder, model)),
         model_accuracy_finding(model, goal_pct),
     ]
 

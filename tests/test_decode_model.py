@@ -579,6 +579,24 @@ def _pair(e, e_lo, e_hi, g, g_lo, g_hi, nap=2.0):
     ]
 
 
+def test_graph_records_are_the_decode_models_not_every_file(tmp_path):
+    """Only the graph batches the decode model lists are read (validated): a record left by
+    a batch no longer configured is not, and a listed record that is bad is an error."""
+    from hwlab import records as R
+
+    folder = tmp_path / "decode" / "graph"
+    folder.mkdir(parents=True)
+    (folder / "b1.json").write_text(json.dumps({**_rec(1, 3.0), "compile_s": 41.0}))
+    (folder / "b8.json").write_text(json.dumps({**_rec(8, 9.0), "compile_s": 99.0}))
+    model = _model_df(_pair(12, 11.9, 12.1, 3.0, 2.9, 3.1))
+    got = DF.graph_records(tmp_path, model)
+    assert [r["batch"] for r in got] == [1] and got[0]["compile_s"] == 41.0
+    assert DF.graph_records(tmp_path, None) == []
+    (folder / "b1.json").write_text(json.dumps({**_rec(1, 3.0), "batch": 2}))
+    with pytest.raises(R.RecordError):
+        DF.graph_records(tmp_path, model)
+
+
 def test_graph_gap_finding_four_verdicts():
     f = DF.graph_gap_finding(
         _model_df(_pair(12, 11.9, 12.1, 3.0, 2.9, 3.1)),
