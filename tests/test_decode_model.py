@@ -532,6 +532,14 @@ def test_decode_overhead_finding_four_verdicts():
     assert "asserted" not in f.text and "9 ms" in f.text
     f = DF.decode_overhead_finding(_model_df([_split_row(10, 9.9, 10.1, 8.5)]), BASE)
     assert f.verdict == H.FAILS and "20.0 GB/s" in f.text  # 1.5 of 8 ms: 19%
+    assert "matmuls alone take 6.5 ms more than the whole napkin bound" in f.text
+    # matmuls under the bound (1.5 < 2 ms), attention 7 ms: overhead 1.5 of the 8 ms gap;
+    # no negative "more than the bound": matmuls + attention are 6.5 ms over it, 81%
+    f = DF.decode_overhead_finding(_model_df([_split_row(10, 9.9, 10.1, 1.5, att=7.0)]), BASE)
+    assert f.verdict == H.FAILS and "alone" not in f.text and " -" not in f.text
+    assert "matmuls and attention take 6.5 ms more than the napkin bound, 81% of the gap" in (
+        f.text
+    )
     # share at CI lo 9.0: (9-6)/(7) = 0.43; at CI hi 15: 9/13 = 0.69 -> straddles 50%
     f = DF.decode_overhead_finding(_model_df([_split_row(11, 9.0, 15.0, 6.0)]), BASE)
     assert f.verdict == H.INCONCLUSIVE
