@@ -320,12 +320,12 @@ def cudnn_version() -> int | None:
 
 
 def model_geometry(arch: dict[str, Any]) -> dict[str, int]:
-    heads = int(arch["num_attention_heads"])
-    return {
-        "layers": int(arch["num_hidden_layers"]),
-        "kv_heads": int(arch.get("num_key_value_heads") or heads),
-        "head_dim": int(arch.get("head_dim") or int(arch["hidden_size"]) // heads),
-    }
+    """Layers, K/V heads and head_dim: what the K/V cache's size depends on
+    (:func:`hwlab.decode_ops.attention_shape`, the one reading of the config)."""
+    from hwlab.decode_ops import attention_shape
+
+    geo = attention_shape(arch)
+    return {k: geo[k] for k in ("layers", "kv_heads", "head_dim")}
 
 
 def napkin_bytes(

@@ -51,7 +51,6 @@ TERM_COLORS = {
     "attention": "tab:red",
     "overhead": "tab:gray",
 }
-ROLES = ("fit", "held out", "predicted")
 COLUMNS = [
     "mode",
     "batch",
@@ -130,16 +129,6 @@ def matmul_ms(linears: list[dict[str, Any]], gemm: dict, batch: int) -> float | 
             return None
         total += s["per_step"] * t
     return total / 1e3
-
-
-def matmul_by_linear(linears: list[dict[str, Any]], gemm: dict, batch: int) -> dict[str, float]:
-    """ms per step of each linear at M = batch (the breakdown behind matmul_ms)."""
-    out = {}
-    for s in linears:
-        t = gemm.get((int(s["N"]), int(s["K"]), batch))
-        if t is not None:
-            out[s["name"]] = s["per_step"] * t / 1e3
-    return out
 
 
 def weights_compute(

@@ -14,6 +14,7 @@ from hwlab import decode_graph as DG
 from hwlab import decode_model as DM
 from hwlab import decode_ops as DO
 from hwlab import decode_tables as DT
+from hwlab import formulas as F
 from hwlab import headlines as H
 from hwlab.model import read_arch
 
@@ -91,7 +92,9 @@ def test_matmul_and_weights_compute_terms():
     assert DM.weights_compute(LIN, GEMM, 1) == pytest.approx((0.14, 0.0))
     assert DM.weights_compute(LIN, GEMM, 2) == pytest.approx((0.126, 0.0))
     assert DM.weights_compute(LIN, GEMM, 4) == pytest.approx((0.126, 0.230 - 0.126))
-    assert DM.matmul_by_linear(LIN, GEMM, 4) == pytest.approx({"a": 0.08, "lm": 0.15})
+    # per linear: calls x its own shape's time (4 x 20 µs, 1 x 150 µs)
+    assert DM.matmul_ms(LIN[:1], GEMM, 4) == pytest.approx(0.08)
+    assert DM.matmul_ms(LIN[1:], GEMM, 4) == pytest.approx(0.15)
     assert DM.attention_ms({("eager", 4): 25.0}, "eager", 4, 4) == pytest.approx(0.1)
     assert DM.attention_ms({("eager", 4): 25.0}, "graph", 4, 4) is None
 
@@ -295,9 +298,12 @@ def test_model_table_max_on_an_asynchronous_device():
 
 
 def test_error_interval_from_the_median_ci():
-    steps = [1.0] * 5 + [1.1] * 5 + [0.9] * 5
+    # two warm-up steps far off, then 15 kept: 0.9 x5, 1.0 x5, 1.1 x5. Order statistics of
+    # n = 15: P(Bin(15, 1/2) <= 3) = 576 / 2^15, so [x_(4), x_(12)] covers 96.5% (k = 4;
+    # k = 5 would cover 88%): CI [0.9, 1.1] of the kept steps, the warm-ups not in it
+    steps = [50.0, 0.01] + [1.0] * 5 + [1.1] * 5 + [0.9] * 5
     recs = {"eager": [_rec(1, 0.45), _rec(16, 1.6)]}
-    recs["eager"].append({**_rec(4, 1.0, steps=steps)})
+    recs["eager"].append({**_rec(4, 1.0, steps=steps), "warmup_steps": 2})
     terms = {"eager": {b: _terms(100) for b in (1, 4, 16)}}
     df, _ = DM.model_table(
         ops=_ops(),
@@ -309,7 +315,12 @@ def test_error_interval_from_the_median_ci():
         bw_gbps=None,
     )
     r = df.set_index("batch").loc[4]
-    assert r["tpot_ci_lo_ms"] <= 1.0 <= r["tpot_ci_hi_ms"]
+    assert (r["tpot_ci_lo_ms"], r["tpot_ci_hi_ms"]) == (0.9, 1.1)
+    assert (r["tpot_ci_lo_ms"], r["tpot_ci_hi_ms"]) == F.median_ci(steps[2:])
+    # the error's interval is the prediction against each end of the CI
+    pred = r["predicted_ms"]
+    assert r["error_lo_pct"] == pytest.approx(100 * (pred - 1.1) / 1.0)
+    assert r["error_hi_pct"] == pytest.approx(100 * (pred - 0.9) / 1.0)
     assert r["error_lo_pct"] <= r["error_pct"] <= r["error_hi_pct"]
     assert DM.abs_interval(-3, 5) == (0.0, 5) and DM.abs_interval(-8, -2) == (2, 8)
 
