@@ -39,6 +39,7 @@ Method (one job per batch, one process; see the writeup's §5 and Lab 1a):
 from __future__ import annotations
 
 import contextlib
+import functools
 import gzip
 import importlib
 import json
@@ -57,7 +58,7 @@ import torch
 from hwlab import formulas as F
 from hwlab.device import Device
 from hwlab.dtypes import MODEL_DTYPES
-from hwlab.inventory import kernel_rows, load_trace, write_kernels_csv
+from hwlab.inventory import CPU_OP_CATS, kernel_rows, load_trace, write_kernels_csv
 from hwlab.io import OK, OOM, SKIPPED, atomic_path, read_json, record, with_window, write_json
 
 log = logging.getLogger("hwlab.decode")
@@ -77,18 +78,26 @@ def random_prompt(batch: int, prompt_len: int, vocab_size: int, seed: int, devic
     return ids.to(device)
 
 
-def _accepts_logits_to_keep(model) -> bool:
+@functools.cache
+def _accepts_logits_to_keep(model_class: type) -> bool:
     import inspect
 
-    return "logits_to_keep" in inspect.signature(model.forward).parameters
+    return "logits_to_keep" in inspect.signature(model_class.forward).parameters
+
+
+def prefill_kwargs(model) -> dict[str, Any]:
+    """The keyword arguments a prefill passes beside the ids: ``logits_to_keep=1`` where the
+    model's forward takes it (only the last position's logits, as generate does). Read from
+    the model class's signature once per class, so no timed prefill pays for
+    ``inspect.signature``."""
+    return {"logits_to_keep": 1} if _accepts_logits_to_keep(type(model)) else {}
 
 
 @torch.inference_mode()
 def prefill(model, input_ids: torch.Tensor) -> tuple[object, torch.Tensor]:
     """Run the prompt through the model; returns (KV cache, greedy next ids [batch, 1]).
-    Only the last position's logits are computed (``logits_to_keep=1``), as generate does."""
-    kw = {"logits_to_keep": 1} if _accepts_logits_to_keep(model) else {}
-    out = model(input_ids=input_ids, use_cache=True, **kw)
+    Only the last position's logits are computed (:func:`prefill_kwargs`)."""
+    out = model(input_ids=input_ids, use_cache=True, **prefill_kwargs(model))
     return out.past_key_values, out.logits[:, -1, :].argmax(dim=-1, keepdim=True)
 
 
@@ -285,7 +294,7 @@ def attention_used(trace: dict[str, Any]) -> dict[str, Any]:
         if not isinstance(e, dict) or e.get("ph") != "X":
             continue
         name, cat = str(e.get("name", "")), str(e.get("cat", "")).lower()
-        if cat == "cpu_op" and SDPA_OP.search(name):
+        if cat in CPU_OP_CATS and SDPA_OP.search(name):
             ops.add(name)
         elif cat == "kernel" and ATTENTION_KERNEL.search(name):
             kernels[name] = kernels.get(name, 0) + 1
@@ -311,12 +320,12 @@ def cudnn_version() -> int | None:
 
 
 def model_geometry(arch: dict[str, Any]) -> dict[str, int]:
-    heads = int(arch["num_attention_heads"])
-    return {
-        "layers": int(arch["num_hidden_layers"]),
-        "kv_heads": int(arch.get("num_key_value_heads") or heads),
-        "head_dim": int(arch.get("head_dim") or int(arch["hidden_size"]) // heads),
-    }
+    """Layers, K/V heads and head_dim: what the K/V cache's size depends on
+    (:func:`hwlab.decode_ops.attention_shape`, the one reading of the config)."""
+    from hwlab.decode_ops import attention_shape
+
+    geo = attention_shape(arch)
+    return {k: geo[k] for k in ("layers", "kv_heads", "head_dim")}
 
 
 def napkin_bytes(
@@ -339,14 +348,19 @@ def napkin_bytes(
     return {"weight_bytes": weights, "kv_bytes_per_step": sum(kv) / len(kv) if kv else 0.0}
 
 
+def check_steps(new_tokens: int, warmup_steps: int) -> None:
+    """A decode run must keep at least one step after its ``warmup_steps`` dropped ones."""
+    if new_tokens <= warmup_steps:
+        raise ValueError(
+            f"decode.new_tokens ({new_tokens}) must exceed decode.warmup_steps "
+            f"({warmup_steps}): no decode step would be left to time"
+        )
+
+
 def tpot_stats(step_s: list[float], warmup_steps: int, batch: int) -> dict[str, Any]:
     """TPOT statistics (ms) of the kept steps and the decode throughput they imply."""
+    check_steps(len(step_s), warmup_steps)
     kept = step_s[warmup_steps:]
-    if not kept:
-        raise ValueError(
-            f"decode.new_tokens must exceed decode.warmup_steps ({warmup_steps}): "
-            "no decode step is left to time"
-        )
     p50 = F.median(kept)
     return {
         "tpot_ms_p50": p50 * 1e3,
@@ -367,11 +381,12 @@ def profile_window(
     run_step: Callable[[Any], Any],
     profile_steps: int,
     trace_out: str,
-) -> list[dict]:
+) -> tuple[list[dict], dict[str, Any]]:
     """Record ``run_prefill()`` and ``profile_steps`` calls of ``run_step(state)`` (each
     returns the next state) under torch.profiler, inside the hwlab::prefill /
-    hwlab::decode_step annotations; write the gzipped chrome trace; return the inventory
-    rows read back from it. Eager and graph decode both profile through this."""
+    hwlab::decode_step annotations; write the gzipped chrome trace; return what is read
+    back from it (parsed once): the inventory rows and the attention the window ran
+    (:func:`attention_used`). Eager and graph decode both profile through this."""
     import tempfile
 
     from torch.profiler import ProfilerActivity, profile, record_function
@@ -394,7 +409,55 @@ def profile_window(
         ):
             while chunk := src.read(1 << 20):
                 dst.write(chunk)
-    return kernel_rows(load_trace(trace_out))
+        trace = load_trace(raw)
+    return kernel_rows(trace), attention_used(trace)
+
+
+def timed_decode(
+    dev: Device,
+    run_prefill: Callable[[], Any],
+    run_step: Callable[[Any], Any],
+    *,
+    batch: int,
+    new_tokens: int,
+    warmup_steps: int,
+    nvml_interval_ms: int,
+) -> dict[str, Any]:
+    """The timed run eager and graph decode share (the module docstring's method): the peak
+    memory counter reset, ``run_prefill()`` timed alone between device markers, then
+    ``new_tokens`` calls of ``run_step(state)`` each between its own pair of markers (no
+    synchronize between steps), GPU-Util sampled from step ``warmup_steps`` on. Returns
+    prefill_ms, the TPOT statistics (:func:`tpot_stats`), peak_mem_mb and the GPU-Util
+    fields. Whatever a run needs before its prefill (a static cache's reset) is done by
+    the caller before this, so it is not timed."""
+    dev.reset_peak_memory()
+    start, stop = dev.event_pair()
+    start.record()
+    state = run_prefill()
+    stop.record()
+    dev.synchronize()
+    prefill_s = dev.elapsed_s(start, stop)
+
+    marks = [dev.event_pair() for _ in range(new_tokens)]
+    sampler = UtilSampler(dev, nvml_interval_ms)
+    sampler.prepare()
+    for i, (s, e) in enumerate(marks):
+        if i == warmup_steps:
+            sampler.start()
+        s.record()
+        state = run_step(state)
+        e.record()
+    dev.synchronize()
+    util = sampler.stop()
+    steps = [dev.elapsed_s(s, e) for s, e in marks]
+    peak = dev.peak_memory_bytes()
+    del state
+    return {
+        "prefill_ms": prefill_s * 1e3,
+        **tpot_stats(steps, warmup_steps, batch),
+        "peak_mem_mb": peak / 1024**2,
+        **util,
+    }
 
 
 def _eager_step(model):
@@ -427,46 +490,77 @@ def measure_batch(
     del cache, nxt
     dev.synchronize()
 
-    dev.reset_peak_memory()
-    start, stop = dev.event_pair()
-    start.record()
-    cache, nxt = prefill(model, prompt)
-    stop.record()
-    dev.synchronize()
-    prefill_s = dev.elapsed_s(start, stop)
+    def run_prefill():
+        return prefill(model, prompt)
 
-    marks = [dev.event_pair() for _ in range(new_tokens)]
-    sampler = UtilSampler(dev, nvml_interval_ms)
-    sampler.prepare()
-    for i, (s, e) in enumerate(marks):
-        if i == warmup_steps:
-            sampler.start()
-        s.record()
-        nxt = decode_step(model, cache, nxt)
-        e.record()
-    dev.synchronize()
-    util = sampler.stop()
-    steps = [dev.elapsed_s(s, e) for s, e in marks]
-    peak = dev.peak_memory_bytes()
-    del cache, nxt
-
-    rows = profile_window(
-        dev, lambda: prefill(model, prompt), _eager_step(model), profile_steps, trace_out
+    fields = timed_decode(
+        dev,
+        run_prefill,
+        _eager_step(model),
+        batch=batch,
+        new_tokens=new_tokens,
+        warmup_steps=warmup_steps,
+        nvml_interval_ms=nvml_interval_ms,
     )
-    fields = {
-        "prefill_ms": prefill_s * 1e3,
-        **tpot_stats(steps, warmup_steps, batch),
-        "peak_mem_mb": peak / 1024**2,
-        **util,
-        **attention_used(load_trace(trace_out)),
-    }
-    return fields, rows
+    rows, attention = profile_window(dev, run_prefill, _eager_step(model), profile_steps, trace_out)
+    return {**fields, **attention}, rows
 
 
 def _empty_trace(path: str, status: str, reason: str) -> None:
     data = {"traceEvents": [], "hwlab": {"status": status, "reason": reason}}
     with atomic_path(path) as tmp, gzip.open(tmp, "wt") as fh:
         json.dump(data, fh)
+
+
+def open_job(
+    device_json: str, manifest: str, threads: int, *, new_tokens: int, warmup_steps: int
+) -> tuple[dict[str, Any], dict[str, Any], Device]:
+    """What every decode job (eager or graph) starts with: weights from the manifest only
+    (``HF_HUB_OFFLINE``: never a download inside a measuring job), the step counts checked
+    (:func:`check_steps`), the device record, the manifest and the :class:`Device`."""
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    check_steps(new_tokens, warmup_steps)
+    info = read_json(device_json)
+    man = read_json(manifest)
+    return info, man, Device.from_info(info, threads)
+
+
+def first_line(exc: BaseException) -> str:
+    """The first line of an exception's message ('' if it has none)."""
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else ""
+
+
+def oom_reason(exc: BaseException, batch: int, what: str = "") -> str:
+    """The reason of an oom record: the batch, ``what`` ran (e.g. " (graph mode)"), torch's
+    first line."""
+    return f"out of memory at batch {batch}{what}: {first_line(exc)}"
+
+
+def failed_record(status: str, reason: str, meta: dict[str, Any], dev: Device) -> dict[str, Any]:
+    """The record of a decode job that could not measure (skipped, oom): logged, the
+    device's cached memory released, the run's fields without measurements."""
+    log.warning("%s", reason)
+    with contextlib.suppress(Exception):
+        dev.empty_cache()
+    return record(status, reason, **meta)
+
+
+def write_job(
+    rec: dict[str, Any],
+    rows: list[dict],
+    *,
+    out_json: str,
+    out_kernels: str,
+    out_trace: str,
+    start: float,
+) -> None:
+    """A decode job's three files: the record (with its time window from ``start``), the
+    inventory CSV and, where nothing was profiled, an empty trace that says why."""
+    if rec["status"] != OK:
+        _empty_trace(out_trace, rec["status"], rec["reason"])
+    write_kernels_csv(out_kernels, rows)
+    write_json(out_json, with_window(rec, start))
 
 
 def _rss_bytes() -> int:
@@ -546,19 +640,12 @@ def run_batch(
     sdpa_backend: str = "flash",
 ) -> dict[str, Any]:
     """The decode job: build the model, measure one batch, write its three files."""
-    # weights come from the manifest, never from a download inside a measuring job
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
     from hwlab import model as hwmodel
 
     start = time.time()
-    info = read_json(device_json)
-    man = read_json(manifest)
-    dev = Device.from_info(info, threads)
-    if new_tokens <= warmup_steps:
-        raise ValueError(
-            f"decode.new_tokens ({new_tokens}) must exceed decode.warmup_steps "
-            f"({warmup_steps}): no decode step would be left to time"
-        )
+    info, man, dev = open_job(
+        device_json, manifest, threads, new_tokens=new_tokens, warmup_steps=warmup_steps
+    )
     meta = decode_meta(
         dev,
         info,
@@ -573,6 +660,7 @@ def run_batch(
     )
     if memory_cap_mb and not dev.is_cuda:
         meta["memory_cap"] = apply_memory_cap(memory_cap_mb)
+    rows: list[dict] = []
     try:
         model = hwmodel.load(manifest, dtype=dtype, device=str(dev.torch_device), seed=seed)
         with sdpa_context(sdpa_backend):
@@ -591,24 +679,21 @@ def run_batch(
         rec = record(OK, None, **meta, **fields)
     except (RuntimeError, MemoryError) as e:
         if no_sdpa_kernel(e):
-            status = SKIPPED
-            reason = (
+            rec = failed_record(
+                SKIPPED,
                 f"decode.sdpa_backend {sdpa_backend}: no such attention kernel for this "
-                f"model ({dtype}) on {dev.kind}: {str(e).splitlines()[0]}"
+                f"model ({dtype}) on {dev.kind}: {first_line(e)}",
+                meta,
+                dev,
             )
         elif is_oom(e, dev):
-            status = OOM
-            reason = f"out of memory at batch {batch}: {str(e).splitlines()[0]}"
+            reason = oom_reason(e, batch)
             if meta.get("memory_cap"):
                 reason += f" (decode.memory_cap_mb = {memory_cap_mb} MiB)"
+            rec = failed_record(OOM, reason, meta, dev)
         else:
             raise
-        log.warning("%s", reason)
-        model = None
-        dev.empty_cache()
-        rec = record(status, reason, **meta)
-        rows = []
-        _empty_trace(out_trace, status, reason)
-    write_kernels_csv(out_kernels, rows)
-    write_json(out_json, with_window(rec, start))
+    write_job(
+        rec, rows, out_json=out_json, out_kernels=out_kernels, out_trace=out_trace, start=start
+    )
     return rec

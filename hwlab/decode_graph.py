@@ -28,12 +28,15 @@ Method (one job per batch, one process; records beside the eager ones, under
   second compile of the same graph fast: the cache directory is ``TORCHINDUCTOR_CACHE_DIR``
   when set, else ``resources/torchinductor`` under the working directory (the record says
   whether the FX graph cache hit).
-- Timed run: reset, prefill (timed alone), ``new_tokens`` compiled steps between device
-  markers exactly as the eager job (CUDA events without a synchronize between steps; CPU
-  perf_counter_ns); the first ``warmup_steps`` dropped; TPOT median with p10 / p90.
+- Timed run: reset (before the timer starts: zeroing the cache is no part of a prefill),
+  prefill (timed alone), ``new_tokens`` compiled steps between device markers, through the
+  eager job's own timing code (:func:`hwlab.decode.timed_decode`: CUDA events without a
+  synchronize between steps; CPU perf_counter_ns); the first ``warmup_steps`` dropped;
+  TPOT median with p10 / p90.
   Recompilations after the compile run are counted (``recompiles``; should be 0).
 - Profile: reset, prefill, ``profile_steps`` compiled steps under torch.profiler with the
-  same annotations as the eager job, so :mod:`hwlab.inventory` reads both.
+  same annotations as the eager job (:func:`hwlab.decode.profile_window`), so
+  :mod:`hwlab.inventory` reads both and both records name the attention ops and kernels.
 Anything that cannot work on this host (no C++ compiler for inductor, torch.compile failing
 inside dynamo/inductor) gives ``status: skipped`` with the first line of the reason; out of
 memory gives ``status: oom``.
@@ -43,7 +46,6 @@ This module is light at import time (no torch): the Snakefile imports its config
 
 from __future__ import annotations
 
-import contextlib
 import inspect
 import logging
 import os
@@ -54,9 +56,7 @@ from typing import Any
 
 log = logging.getLogger("hwlab.decode_graph")
 
-MODES = ("eager", "graph")
 COMPILE_CALLS = 3  # compile, warm, (CUDA) record + first replay
-GRAPH_DIR = "graph"  # decode/graph/b{batch}.*
 INDUCTOR_CACHE = "resources/torchinductor"
 
 
@@ -113,15 +113,6 @@ def cache_len(prompt_len: int, new_tokens: int, profile_steps: int) -> int:
     return prompt_len + max(new_tokens, profile_steps, COMPILE_CALLS)
 
 
-def graph_paths(res: str, batch: int) -> dict[str, str]:
-    base = f"{res}/decode/{GRAPH_DIR}/b{batch}"
-    return {
-        "json": f"{base}.json",
-        "kernels": f"{base}.kernels.csv",
-        "trace": f"{base}.trace.json.gz",
-    }
-
-
 # ---- the compiled step ---------------------------------------------------------------------
 
 
@@ -152,7 +143,9 @@ def is_compile_failure(exc: BaseException) -> bool:
 class GraphStep:
     """Greedy decode over a ``StaticCache`` with the step compiled once.
 
-    ``prefill(ids)`` resets the cache in place and runs the prompt eagerly;
+    ``reset()`` zeroes the cache in place (same tensors: a captured graph stays valid);
+    ``prefill(ids)`` runs the prompt eagerly (resetting first if the cache holds an earlier
+    run, so a caller that times the prefill calls ``reset()`` before its timer starts);
     ``__call__(next_ids)`` runs one compiled step and returns the next ids.
     """
 
@@ -160,11 +153,14 @@ class GraphStep:
         import torch
         from transformers import StaticCache
 
+        from hwlab.decode import prefill_kwargs
+
         self.torch = torch
         self.model = model
         self.dev = dev
         self.cache = StaticCache(config=model.config, max_cache_len=max_cache_len)
         self.kw = _cache_kwarg(model)
+        self.prefill_kw = {self.kw: self.cache, **prefill_kwargs(model)}
         self.fullgraph = fullgraph
         self.mode = "reduce-overhead" if dev.is_cuda else "default"
         self.backend = (
@@ -172,7 +168,7 @@ class GraphStep:
             if dev.is_cuda
             else "inductor (C++/OpenMP, torch.compile default mode)"
         )
-        self._started = False
+        self._dirty = False  # the cache holds a run (a prefill since the last reset)
         self._build()
 
     def _build(self) -> None:
@@ -196,15 +192,19 @@ class GraphStep:
         self.fullgraph = False
         self._build()
 
-    def prefill(self, ids):
-        torch = self.torch
-        params = inspect.signature(self.model.forward).parameters
-        kw = {"logits_to_keep": 1} if "logits_to_keep" in params else {}
-        with torch.inference_mode():
-            if self._started:  # same tensors, zeroed: a captured graph stays valid
+    def reset(self) -> None:
+        """Zero the cache in place if it holds a run (a memset of the whole static cache)."""
+        if self._dirty:
+            with self.torch.inference_mode():
                 self.cache.reset()
-            self._started = True
-            out = self.model(input_ids=ids, use_cache=True, **{self.kw: self.cache}, **kw)
+            self._dirty = False
+
+    def prefill(self, ids):
+        """The prompt through the model into the (reset) cache; the greedy next ids."""
+        self.reset()  # a no-op after the caller's own reset()
+        self._dirty = True
+        with self.torch.inference_mode():
+            out = self.model(input_ids=ids, use_cache=True, **self.prefill_kw)
             # an inference tensor like every step's output: the same guards, one graph
             return out.logits[:, -1, :].argmax(dim=-1, keepdim=True)
 
@@ -243,7 +243,7 @@ def measure_graph_batch(
 ) -> tuple[dict[str, Any], list[dict]]:
     """Compile, time and profile graph-mode decoding at ``batch`` (see the module docstring);
     returns (measured fields, inventory rows)."""
-    from hwlab.decode import UtilSampler, random_prompt, tpot_stats
+    from hwlab.decode import profile_window, random_prompt, timed_decode
 
     vocab = int(model.config.vocab_size)
     prompt = random_prompt(batch, prompt_len, vocab, seed, dev.torch_device)
@@ -276,37 +276,25 @@ def measure_graph_batch(
         warm = compile_run()
     compiled = _counters()
 
-    dev.reset_peak_memory()
-    start, stop = dev.event_pair()
-    start.record()
-    nxt = step.prefill(prompt)
-    stop.record()
-    dev.synchronize()
-    prefill_s = dev.elapsed_s(start, stop)
-
-    marks = [dev.event_pair() for _ in range(new_tokens)]
-    sampler = UtilSampler(dev, nvml_interval_ms)
-    sampler.prepare()
-    for i, (s, e) in enumerate(marks):
-        if i == warmup_steps:
-            sampler.start()
-        s.record()
-        nxt = step(nxt)
-        e.record()
-    dev.synchronize()
-    util = sampler.stop()
-    steps = [dev.elapsed_s(s, e) for s, e in marks]
-    peak = dev.peak_memory_bytes()
+    step.reset()  # before the timer: zeroing the static cache is no part of the prefill
+    fields = timed_decode(
+        dev,
+        lambda: step.prefill(prompt),
+        step,
+        batch=batch,
+        new_tokens=new_tokens,
+        warmup_steps=warmup_steps,
+        nvml_interval_ms=nvml_interval_ms,
+    )
     timed = _counters()
 
-    from hwlab.decode import profile_window
-
-    rows = profile_window(dev, lambda: step.prefill(prompt), step, profile_steps, trace_out)
+    step.reset()
+    rows, attention = profile_window(
+        dev, lambda: step.prefill(prompt), step, profile_steps, trace_out
+    )
     fields = {
-        "prefill_ms": prefill_s * 1e3,
-        **tpot_stats(steps, warmup_steps, batch),
-        "peak_mem_mb": peak / 1024**2,
-        **util,
+        **fields,
+        **attention,
         "compile_s": sum(warm),
         "warm_calls_s": warm,
         "compile_backend": step.backend,
@@ -343,27 +331,28 @@ def run_graph_batch(
     dtype: str,
     seed: int,
     sdpa_backend: str = "flash",
-    **_: Any,
 ) -> dict[str, Any]:
     """The graph-mode decode job: build the model, compile and measure one batch, write its
     three files (a skipped / oom record with empty inventory files when it cannot run)."""
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TORCHINDUCTOR_CACHE_DIR", str(Path(INDUCTOR_CACHE).resolve()))
     from hwlab import model as hwmodel
-    from hwlab.decode import _empty_trace, decode_meta, is_oom, no_sdpa_kernel, sdpa_context
-    from hwlab.device import Device
-    from hwlab.inventory import write_kernels_csv
-    from hwlab.io import OK, OOM, SKIPPED, read_json, record, with_window, write_json
+    from hwlab.decode import (
+        decode_meta,
+        failed_record,
+        first_line,
+        is_oom,
+        no_sdpa_kernel,
+        oom_reason,
+        open_job,
+        sdpa_context,
+        write_job,
+    )
+    from hwlab.io import OK, OOM, SKIPPED, record
 
     start = time.time()
-    info = read_json(device_json)
-    man = read_json(manifest)
-    dev = Device.from_info(info, threads)
-    if new_tokens <= warmup_steps:
-        raise ValueError(
-            f"decode.new_tokens ({new_tokens}) must exceed decode.warmup_steps "
-            f"({warmup_steps}): no decode step would be left to time"
-        )
+    info, man, dev = open_job(
+        device_json, manifest, threads, new_tokens=new_tokens, warmup_steps=warmup_steps
+    )
     import torch
 
     meta = {
@@ -415,30 +404,21 @@ def run_graph_batch(
                     torch._dynamo.reset()
                     meta["sdpa_backend_note"] = (
                         f"decode.sdpa_backend {sdpa_backend} has no kernel for the static "
-                        f"cache's masked attention here ({str(e).splitlines()[0][:160]}): "
+                        f"cache's masked attention here ({first_line(e)[:160]}): "
                         "graph mode ran with torch's own choice (auto)"
                     )
             meta["sdpa_backend_used"] = backend
             rec = record(OK, None, **meta, **fields)
         except (RuntimeError, MemoryError) as e:
             if is_compile_failure(e):
-                reason = (
-                    f"torch.compile failed on this host: {type(e).__name__}: "
-                    f"{str(e).strip().splitlines()[0] if str(e).strip() else ''}"
-                )
-                status = SKIPPED
+                reason = f"torch.compile failed on this host: {type(e).__name__}: {first_line(e)}"
+                rec = failed_record(SKIPPED, reason, meta, dev)
             elif is_oom(e, dev):
-                reason = f"out of memory at batch {batch} (graph mode): {str(e).splitlines()[0]}"
-                status = OOM
+                rec = failed_record(OOM, oom_reason(e, batch, " (graph mode)"), meta, dev)
             else:
                 raise
-            log.warning("%s", reason)
-            with contextlib.suppress(Exception):
-                dev.empty_cache()
-            rec = record(status, reason, **meta)
             rows = []
-    if rec["status"] != OK:
-        _empty_trace(out_trace, rec["status"], rec["reason"])
-    write_kernels_csv(out_kernels, rows)
-    write_json(out_json, with_window(rec, start))
+    write_job(
+        rec, rows, out_json=out_json, out_kernels=out_kernels, out_trace=out_trace, start=start
+    )
     return rec

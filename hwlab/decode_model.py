@@ -51,7 +51,6 @@ TERM_COLORS = {
     "attention": "tab:red",
     "overhead": "tab:gray",
 }
-ROLES = ("fit", "held out", "predicted")
 COLUMNS = [
     "mode",
     "batch",
@@ -132,16 +131,6 @@ def matmul_ms(linears: list[dict[str, Any]], gemm: dict, batch: int) -> float | 
     return total / 1e3
 
 
-def matmul_by_linear(linears: list[dict[str, Any]], gemm: dict, batch: int) -> dict[str, float]:
-    """ms per step of each linear at M = batch (the breakdown behind matmul_ms)."""
-    out = {}
-    for s in linears:
-        t = gemm.get((int(s["N"]), int(s["K"]), batch))
-        if t is not None:
-            out[s["name"]] = s["per_step"] * t / 1e3
-    return out
-
-
 def weights_compute(
     linears: list[dict[str, Any]], gemm: dict, batch: int
 ) -> tuple[float | None, float | None]:
@@ -176,88 +165,35 @@ def trace_step_terms(trace: dict[str, Any], rules) -> dict[str, Any]:
     and attention classes, in all ops / kernels, their count and the step's duration; the
     median of each over the steps (ms), so one disturbed step does not move them.
 
-    CPU trace: ops by start time inside the step, self times (:mod:`hwlab.inventory`), a
-    matmul's rows from its input shapes; duration = the annotation's. CUDA trace: kernels
-    and copies by their launch (runtime call with the same correlation id) inside the step,
-    device durations; duration = the GPU-side annotation, else the kernels' span. gaps =
-    duration - the time in ops / kernels (CPU: Python between ops; GPU: idle)."""
-    from hwlab.inventory import (
-        ANNOTATIONS,
-        DEVICE_CATS,
-        LAUNCH_CATS,
-        _complete,
-        _cpu_self_times,
-        classify,
-        matmul_rows,
-    )
+    The steps are :func:`hwlab.inventory.step_profile`'s (the one trace reader of this
+    package: CPU ops by start time inside the step with their self times and a matmul's
+    rows from its input shapes; kernels and copies by their launch inside the step, device
+    durations). Duration: a CPU trace's annotation; a CUDA trace's GPU-side annotation,
+    else the kernels' span. gaps = duration - the time in ops / kernels (CPU: Python
+    between ops; GPU: idle). Steps with no op are left out."""
+    from hwlab.inventory import step_profile, trace_source
 
-    decode = next(k for k, v in ANNOTATIONS.items() if v == "decode")  # hwlab.decode: torch
-    events = trace.get("traceEvents", [])
-    cpu_ann = sorted(
-        (float(e["ts"]), float(e["ts"]) + float(e.get("dur", 0)))
-        for e in _complete(events, ["user_annotation"])
-        if e["name"] == decode
-    )
-    gpu_ann = sorted(
-        (float(e["ts"]), float(e.get("dur", 0)))
-        for e in _complete(events, ["gpu_user_annotation"])
-        if e["name"] == decode
-    )
-    if not cpu_ann:
-        return {}
-
-    def step_of(t: float) -> int | None:
-        for i, (a, b) in enumerate(cpu_ann):
-            if a <= t <= b:
-                return i
-        return None
-
-    n = len(cpu_ann)
-    acc = [
-        {"matmul": 0.0, "attention": 0.0, "total": 0.0, "ops": 0, "lo": None, "hi": None}
-        for _ in range(n)
-    ]
-    device = _complete(events, DEVICE_CATS)
-    if device:
-        launch = {
-            (e.get("args") or {}).get("correlation"): float(e["ts"])
-            for e in _complete(events, LAUNCH_CATS)
-        }
-        items = []
-        for e in device:
-            t = launch.get((e.get("args") or {}).get("correlation"))
-            if t is None:
-                continue
-            ts, dur = float(e["ts"]), float(e.get("dur", 0))
-            items.append((step_of(t), classify(e["name"], None, rules), dur, ts, ts + dur))
-    else:
-        ops = _complete(events, ["cpu_op"])
-        items = []
-        for e, self_us in zip(ops, _cpu_self_times(ops), strict=True):
-            rows = matmul_rows(e["name"], (e.get("args") or {}).get("Input Dims"))
-            ts = float(e["ts"])
-            items.append((step_of(ts), classify(e["name"], rows, rules), self_us, ts, ts))
-    for i, cls, dur, a, b in items:
-        if i is None:
-            continue
-        s = acc[i]
-        s["total"] += dur
-        s["ops"] += 1
-        if cls in MATMUL_CLASSES:
-            s["matmul"] += dur
-        elif cls == "attention":
-            s["attention"] += dur
-        s["lo"] = a if s["lo"] is None else min(s["lo"], a)
-        s["hi"] = b if s["hi"] is None else max(s["hi"], b)
+    cuda = trace_source(trace) == "cuda"
     steps = []
-    for i, s in enumerate(acc):
+    for s in step_profile(trace, rules):
         if not s["ops"]:
             continue
-        if device:
-            dur = gpu_ann[i][1] if len(gpu_ann) == n else s["hi"] - s["lo"]
+        if cuda:
+            dur = s["device_us"] if s["device_us"] is not None else s["span_us"]
         else:
-            dur = cpu_ann[i][1] - cpu_ann[i][0]
-        steps.append({**s, "dur": dur})
+            dur = s["wall_us"]
+        matmul = sum(s["by_class"][c] for c in MATMUL_CLASSES)
+        attention = s["by_class"]["attention"]
+        steps.append(
+            {
+                "matmul": matmul,
+                "attention": attention,
+                "other": s["busy_us"] - matmul - attention,
+                "ops": s["ops"],
+                "dur": dur,
+                "gaps": dur - s["busy_us"],
+            }
+        )
     if not steps:
         return {}
 
@@ -268,11 +204,10 @@ def trace_step_terms(trace: dict[str, Any], rules) -> dict[str, Any]:
         "steps": len(steps),
         "trace_matmul_ms": med("matmul"),
         "trace_attention_ms": med("attention"),
-        "trace_other_ops_ms": F.median([x["total"] - x["matmul"] - x["attention"] for x in steps])
-        / 1e3,
+        "trace_other_ops_ms": med("other"),
         "ops_per_step": F.median([x["ops"] for x in steps]),
         "profiled_step_ms": med("dur"),
-        "trace_gaps_ms": max(0.0, F.median([x["dur"] - x["total"] for x in steps]) / 1e3),
+        "trace_gaps_ms": max(0.0, med("gaps")),
     }
 
 

@@ -63,11 +63,9 @@ def linear_shapes(arch: dict[str, Any]) -> list[dict[str, Any]]:
             "the decode model knows Llama/Qwen2-style decoders (q/k/v/o, gate/up/down, lm_head)"
         )
     h = int(arch["hidden_size"])
-    heads = int(arch["num_attention_heads"])
-    kv = int(arch.get("num_key_value_heads") or heads)
-    d = int(arch.get("head_dim") or h // heads)
+    geo = attention_shape(arch)
+    heads, kv, d, layers = geo["heads"], geo["kv_heads"], geo["head_dim"], geo["layers"]
     inter = int(arch["intermediate_size"])
-    layers = int(arch["num_hidden_layers"])
     shapes = {
         "q_proj": (heads * d, h),
         "k_proj": (kv * d, h),
@@ -90,6 +88,9 @@ def linear_shapes(arch: dict[str, Any]) -> list[dict[str, Any]]:
 
 
 def attention_shape(arch: dict[str, Any]) -> dict[str, int]:
+    """The attention geometry of a decoder config (the one reading of it: the linears' shapes
+    and :func:`hwlab.decode.model_geometry` use it too): query heads, K/V heads (default:
+    as many as query heads), ``head_dim`` (default: hidden_size / heads) and layers."""
     heads = int(arch["num_attention_heads"])
     return {
         "heads": heads,
@@ -121,8 +122,10 @@ def read_flusher(dev, nbytes: int):
 
 def _sdpa_op(dev, dtype: str, batch: int, shape: dict[str, int], kv_len: int, masked: bool):
     """The zero-argument SDPA call at the decode shape (transformers' entry point)."""
+    from hwlab.dtypes import torch_dtype
+
     torch = dev.torch
-    tdt = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}[dtype]
+    tdt = torch_dtype(dtype)
     h, kvh, d = shape["heads"], shape["kv_heads"], shape["head_dim"]
     gen = torch.Generator(device="cpu").manual_seed(0)
     q = torch.randn(batch, h, 1, d, generator=gen).to(dev.torch_device, tdt)
@@ -211,10 +214,13 @@ def interleaved(dev, points: dict[Any, tuple], p: dict[str, Any]) -> dict[Any, A
     return got
 
 
-def _op_bytes(dtype: str, m: int, n: int, k: int) -> int:
-    from hwlab.dtypes import MODEL_DTYPES
+def _op_bytes(dtype: str, m: int, n: int, k: int) -> float:
+    """Bytes of one GEMM point's operands (A, B and C, :func:`hwlab.formulas.gemm_bytes`)."""
+    from hwlab.dtypes import gemm_dtype
+    from hwlab.formulas import gemm_bytes
 
-    return (m * k + n * k + m * n) * MODEL_DTYPES.get(dtype, 4)
+    dt = gemm_dtype(dtype)
+    return gemm_bytes(m, n, k, dt.in_bytes, dt.in_bytes, dt.out_bytes)
 
 
 INTERLEAVE_BYTES = 2 * 1024**3  # all points' operands alive at once up to this; else per shape

@@ -310,10 +310,12 @@ def graph_notes(graph_records: list[dict[str, Any]]) -> list[str]:
     notes = []
     if ok:
         r = ok[0]
+        calls = len(r.get("warm_calls_s") or [])
         notes.append(
             f"Graph mode: {r['compile_backend']} over a {r['cache']} of "
             f"{r['max_cache_len']} positions; TPOT timed as in eager mode, compile time "
-            "(the first of the warm-up calls) recorded apart, never in TPOT; "
+            f"(the sum of the {calls} compiled call{'s' if calls != 1 else ''} before timing: "
+            "compiling, warming and any graph capture) recorded apart, never in TPOT; "
             "speed-up = eager / graph TPOT; gap removed = (eager - graph) / (eager - napkin)."
         )
     for r in graph_records:
@@ -334,11 +336,18 @@ def graph_notes(graph_records: list[dict[str, Any]]) -> list[str]:
 def decode_notes(df: pd.DataFrame, records: list[dict[str, Any]]) -> list[str]:
     first = records[0]
     cuda = first["device_kind"] == "cuda"
-    timer = "CUDA events, no synchronize between steps" if cuda else "perf_counter_ns"
+    # the record's timer (hwlab.device.Device.timer_name; older records: the same rule)
+    timer = first.get("timer") or ("cuda_events" if cuda else "perf_counter_ns")
+    if timer == "cuda_events":
+        timer += ", no synchronize between steps"
+    backend = first.get("sdpa_backend")
+    sdpa = {None: "SDPA", "auto": "SDPA (torch's own backend choice)"}.get(
+        backend, f"SDPA ({backend} backend)"
+    )
     notes = [
         f"Model {first['model']} ({first['model_source']}, {first['param_count'] / 1e9:.3g} B "
         f"parameters, {first['dtype']}), prompt {first['prompt_len']} random tokens, greedy "
-        f"decode with KV cache, sdpa attention; device {first.get('device_name')}.",
+        f"decode with KV cache, {sdpa} attention; device {first.get('device_name')}.",
         f"TPOT: per decode step ({timer}), first {first['warmup_steps']} of "
         f"{first['new_tokens']} steps dropped; p50 [p10, p90] of the rest (n = timed steps), "
         "spread = (p75 − p25) / p50. tokens/s = batch / median TPOT; its range and the "

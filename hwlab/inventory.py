@@ -44,7 +44,7 @@ from collections import defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 DEFAULT_RULES = Path(__file__).resolve().parent.parent / "config" / "kernel_classes.yaml"
 CLASSES = (
@@ -361,14 +361,28 @@ def trace_source(trace: dict[str, Any]) -> str:
     return "cuda" if _complete(trace["traceEvents"], DEVICE_CATS) else "cpu"
 
 
-def _trace_items(
-    trace: dict[str, Any],
-) -> tuple[list[tuple[str, tuple | None, str, int | None, float]], _Windows]:
-    """Every timed item of a trace: (phase, its annotation window or None, name, rows,
-    time µs), and the windows (CPU-side annotations, else GPU-side ones)."""
+class _Item(NamedTuple):
+    """One timed kernel, copy or CPU op of a trace (times in µs)."""
+
+    phase: str
+    window: tuple | None  # the annotation window it belongs to (None: unannotated, outside)
+    name: str
+    rows: int | None  # M of a CPU matmul, if known
+    time_us: float  # device duration (kernel) or self time (CPU op)
+    start: float
+    end: float
+
+
+def _annotations(events: list, cat: str) -> list[dict[str, Any]]:
+    return [e for e in _complete(events, [cat]) if e["name"] in ANNOTATIONS]
+
+
+def _trace_items(trace: dict[str, Any]) -> tuple[list[_Item], _Windows]:
+    """Every timed item of a trace and the windows (CPU-side annotations, else GPU-side
+    ones) the items' phases come from."""
     events = trace["traceEvents"]
-    cpu_ann = [e for e in _complete(events, ["user_annotation"]) if e["name"] in ANNOTATIONS]
-    gpu_ann = [e for e in _complete(events, ["gpu_user_annotation"]) if e["name"] in ANNOTATIONS]
+    cpu_ann = _annotations(events, "user_annotation")
+    gpu_ann = _annotations(events, "gpu_user_annotation")
     annotated = bool(cpu_ann or gpu_ann)
     cpu_windows = _Windows(_window(e) for e in cpu_ann)
     gpu_windows = _Windows(_window(e) for e in gpu_ann)
@@ -379,7 +393,7 @@ def _trace_items(
         w = windows.find(t) if t is not None else None
         return (w[2], w) if w else ("outside", None)
 
-    items: list[tuple[str, tuple | None, str, int | None, float]] = []
+    items: list[_Item] = []
     device = _complete(events, DEVICE_CATS)
     if device:
         launch_ts = {}
@@ -393,26 +407,26 @@ def _trace_items(
                 phase, w = phase_of(launch_ts[corr], cpu_windows)
             else:
                 phase, w = phase_of(float(e["ts"]), gpu_windows)
-            items.append((phase, w, e["name"], None, float(e.get("dur", 0))))
+            ts, dur = float(e["ts"]), float(e.get("dur", 0))
+            items.append(_Item(phase, w, e["name"], None, dur, ts, ts + dur))
     else:
         ops = _complete(events, CPU_OP_CATS)
         for e, t in zip(ops, _cpu_self_times(ops), strict=True):
             rows = matmul_rows(e["name"], (e.get("args") or {}).get("Input Dims"))
-            phase, w = phase_of(float(e["ts"]), cpu_windows)
-            items.append((phase, w, e["name"], rows, t))
+            ts = float(e["ts"])
+            phase, w = phase_of(ts, cpu_windows)
+            items.append(_Item(phase, w, e["name"], rows, t, ts, ts + float(e.get("dur", 0))))
     return items, cpu_windows if cpu_windows else gpu_windows
 
 
 def kernel_rows(trace: dict[str, Any]) -> list[dict[str, Any]]:
     """The inventory of one trace: per (phase, kernel, rows) the calls, time and share of
     the phase's total time (see the module docstring for what is timed)."""
-    items = [(p, n, r, t) for p, _, n, r, t in _trace_items(trace)[0]]
-
     agg: dict[tuple[str, str, int | None], list[float]] = {}
-    for phase, name, rows, t in items:
-        a = agg.setdefault((phase, name, rows), [0, 0.0])
+    for it in _trace_items(trace)[0]:
+        a = agg.setdefault((it.phase, it.name, it.rows), [0, 0.0])
         a[0] += 1
-        a[1] += t
+        a[1] += it.time_us
     totals: dict[str, float] = defaultdict(float)
     for (phase, _, _), (_, t) in agg.items():
         totals[phase] += t
@@ -435,28 +449,57 @@ def kernel_rows(trace: dict[str, Any]) -> list[dict[str, Any]]:
 def step_profile(
     trace: dict[str, Any], rules: Rules | list[Rule], phase: str = "decode"
 ) -> list[dict[str, Any]]:
-    """Per annotated step of ``phase`` (one ``hwlab::decode_step`` window each): its wall
-    time under the profiler (the annotation's duration), the device time inside it (kernels
-    launched in it on a GPU, aten op self time on a CPU) and that time per class. The
+    """Per annotated step of ``phase`` (one ``hwlab::decode_step`` window each, in time
+    order): ``wall_us``, its wall time under the profiler (the annotation's duration);
+    ``busy_us``, the device time inside it (kernels launched in it on a GPU, aten op self
+    time on a CPU) and ``by_class``, that time per class; ``ops``, the kernels / ops
+    counted; ``span_us``, from the first of them starting to the last ending (None if
+    none); ``device_us``, the GPU-side annotation's duration (the step as the device ran
+    it) where the trace has one per CPU-side step (matched in order), else None. The
     spread of a class share over the steps is what the inventory's shares carry."""
     items, windows = _trace_items(trace)
+    events = trace["traceEvents"]
+    cpu_steps = [
+        e for e in _annotations(events, "user_annotation") if ANNOTATIONS[e["name"]] == phase
+    ]
+    gpu_steps = sorted(
+        _window(e)
+        for e in _annotations(events, "gpu_user_annotation")
+        if ANNOTATIONS[e["name"]] == phase
+    )
     steps: dict[tuple, dict[str, Any]] = {}
     for w in windows.w:
         if w[2] == phase:
             steps[w] = {"wall_us": w[1] - w[0], "busy_us": 0.0,
-                        "by_class": dict.fromkeys(CLASSES, 0.0)}  # fmt: skip
+                        "by_class": dict.fromkeys(CLASSES, 0.0), "ops": 0,
+                        "span_us": None, "device_us": None, "_lo": None, "_hi": None}  # fmt: skip
+    if not cpu_steps:  # the windows are the GPU-side annotations themselves
+        for v in steps.values():
+            v["device_us"] = v["wall_us"]
+    elif len(gpu_steps) == len(steps):
+        for v, g in zip((steps[w] for w in sorted(steps)), gpu_steps, strict=True):
+            v["device_us"] = g[1] - g[0]
     unwrap = getattr(rules, "unwrap", ())
     cache: dict[tuple[str, int | None], str] = {}
-    for p, w, name, rows, t in items:
-        if p != phase or w not in steps:
+    for it in items:
+        if it.phase != phase or it.window not in steps:
             continue
-        key = (name, rows)
+        key = (it.name, it.rows)
         if key not in cache:
-            kn = own_name(name, unwrap)
-            cache[key] = next((r.cls for r in rules if r.matches(kn, rows)), "other")
-        steps[w]["busy_us"] += t
-        steps[w]["by_class"][cache[key]] += t
-    return [{"step": i, **v} for i, (_, v) in enumerate(sorted(steps.items()))]
+            kn = own_name(it.name, unwrap)
+            cache[key] = next((r.cls for r in rules if r.matches(kn, it.rows)), "other")
+        s = steps[it.window]
+        s["busy_us"] += it.time_us
+        s["by_class"][cache[key]] += it.time_us
+        s["ops"] += 1
+        s["_lo"] = it.start if s["_lo"] is None else min(s["_lo"], it.start)
+        s["_hi"] = it.end if s["_hi"] is None else max(s["_hi"], it.end)
+    out = []
+    for i, (_, v) in enumerate(sorted(steps.items())):
+        lo, hi = v.pop("_lo"), v.pop("_hi")
+        v["span_us"] = None if lo is None else hi - lo
+        out.append({"step": i, **v})
+    return out
 
 
 def classify_rows(rows: list[dict[str, Any]], rules: Rules | list[Rule]) -> list[dict[str, Any]]:

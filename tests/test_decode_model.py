@@ -14,6 +14,7 @@ from hwlab import decode_graph as DG
 from hwlab import decode_model as DM
 from hwlab import decode_ops as DO
 from hwlab import decode_tables as DT
+from hwlab import formulas as F
 from hwlab import headlines as H
 from hwlab.model import read_arch
 
@@ -91,7 +92,9 @@ def test_matmul_and_weights_compute_terms():
     assert DM.weights_compute(LIN, GEMM, 1) == pytest.approx((0.14, 0.0))
     assert DM.weights_compute(LIN, GEMM, 2) == pytest.approx((0.126, 0.0))
     assert DM.weights_compute(LIN, GEMM, 4) == pytest.approx((0.126, 0.230 - 0.126))
-    assert DM.matmul_by_linear(LIN, GEMM, 4) == pytest.approx({"a": 0.08, "lm": 0.15})
+    # per linear: calls x its own shape's time (4 x 20 µs, 1 x 150 µs)
+    assert DM.matmul_ms(LIN[:1], GEMM, 4) == pytest.approx(0.08)
+    assert DM.matmul_ms(LIN[1:], GEMM, 4) == pytest.approx(0.15)
     assert DM.attention_ms({("eager", 4): 25.0}, "eager", 4, 4) == pytest.approx(0.1)
     assert DM.attention_ms({("eager", 4): 25.0}, "graph", 4, 4) is None
 
@@ -295,9 +298,12 @@ def test_model_table_max_on_an_asynchronous_device():
 
 
 def test_error_interval_from_the_median_ci():
-    steps = [1.0] * 5 + [1.1] * 5 + [0.9] * 5
+    # two warm-up steps far off, then 15 kept: 0.9 x5, 1.0 x5, 1.1 x5. Order statistics of
+    # n = 15: P(Bin(15, 1/2) <= 3) = 576 / 2^15, so [x_(4), x_(12)] covers 96.5% (k = 4;
+    # k = 5 would cover 88%): CI [0.9, 1.1] of the kept steps, the warm-ups not in it
+    steps = [50.0, 0.01] + [1.0] * 5 + [1.1] * 5 + [0.9] * 5
     recs = {"eager": [_rec(1, 0.45), _rec(16, 1.6)]}
-    recs["eager"].append({**_rec(4, 1.0, steps=steps)})
+    recs["eager"].append({**_rec(4, 1.0, steps=steps), "warmup_steps": 2})
     terms = {"eager": {b: _terms(100) for b in (1, 4, 16)}}
     df, _ = DM.model_table(
         ops=_ops(),
@@ -309,7 +315,12 @@ def test_error_interval_from_the_median_ci():
         bw_gbps=None,
     )
     r = df.set_index("batch").loc[4]
-    assert r["tpot_ci_lo_ms"] <= 1.0 <= r["tpot_ci_hi_ms"]
+    assert (r["tpot_ci_lo_ms"], r["tpot_ci_hi_ms"]) == (0.9, 1.1)
+    assert (r["tpot_ci_lo_ms"], r["tpot_ci_hi_ms"]) == F.median_ci(steps[2:])
+    # the error's interval is the prediction against each end of the CI
+    pred = r["predicted_ms"]
+    assert r["error_lo_pct"] == pytest.approx(100 * (pred - 1.1) / 1.0)
+    assert r["error_hi_pct"] == pytest.approx(100 * (pred - 0.9) / 1.0)
     assert r["error_lo_pct"] <= r["error_pct"] <= r["error_hi_pct"]
     assert DM.abs_interval(-3, 5) == (0.0, 5) and DM.abs_interval(-8, -2) == (2, 8)
 
@@ -353,6 +364,21 @@ def test_trace_step_terms_cpu_hand_computed():
     # gaps: 100 - 49 = 51 and 370 - 319 = 51 µs outside every op
     assert t["trace_gaps_ms"] == pytest.approx(0.051)
     assert DM.trace_step_terms({"traceEvents": []}, load_rules()) == {}
+
+
+def test_trace_step_terms_reads_older_kinetos_operator_category():
+    """Older Kineto wrote CPU ops as ``Operator`` (hwlab.inventory reads both): the same
+    split as the ``cpu_op`` trace, not an empty one."""
+    from hwlab.inventory import load_rules
+
+    trace = _cpu_trace()
+    for e in trace["traceEvents"]:
+        if e["cat"] == "cpu_op":
+            e["cat"] = "Operator"
+    assert DM.trace_step_terms(trace, load_rules()) == DM.trace_step_terms(
+        _cpu_trace(), load_rules()
+    )
+    assert DM.trace_step_terms(trace, load_rules())["ops_per_step"] == 4
 
 
 def test_trace_step_terms_cuda_by_launch_correlation():
@@ -517,6 +543,14 @@ def test_decode_overhead_finding_four_verdicts():
     assert "asserted" not in f.text and "9 ms" in f.text
     f = DF.decode_overhead_finding(_model_df([_split_row(10, 9.9, 10.1, 8.5)]), BASE)
     assert f.verdict == H.FAILS and "20.0 GB/s" in f.text  # 1.5 of 8 ms: 19%
+    assert "matmuls alone take 6.5 ms more than the whole napkin bound" in f.text
+    # matmuls under the bound (1.5 < 2 ms), attention 7 ms: overhead 1.5 of the 8 ms gap;
+    # no negative "more than the bound": matmuls + attention are 6.5 ms over it, 81%
+    f = DF.decode_overhead_finding(_model_df([_split_row(10, 9.9, 10.1, 1.5, att=7.0)]), BASE)
+    assert f.verdict == H.FAILS and "alone" not in f.text and " -" not in f.text
+    assert "matmuls and attention take 6.5 ms more than the napkin bound, 81% of the gap" in (
+        f.text
+    )
     # share at CI lo 9.0: (9-6)/(7) = 0.43; at CI hi 15: 9/13 = 0.69 -> straddles 50%
     f = DF.decode_overhead_finding(_model_df([_split_row(11, 9.0, 15.0, 6.0)]), BASE)
     assert f.verdict == H.INCONCLUSIVE
@@ -562,6 +596,24 @@ def _pair(e, e_lo, e_hi, g, g_lo, g_hi, nap=2.0):
             "matmul_ms": 1.5,
         },
     ]
+
+
+def test_graph_records_are_the_decode_models_not_every_file(tmp_path):
+    """Only the graph batches the decode model lists are read (validated): a record left by
+    a batch no longer configured is not, and a listed record that is bad is an error."""
+    from hwlab import records as R
+
+    folder = tmp_path / "decode" / "graph"
+    folder.mkdir(parents=True)
+    (folder / "b1.json").write_text(json.dumps({**_rec(1, 3.0), "compile_s": 41.0}))
+    (folder / "b8.json").write_text(json.dumps({**_rec(8, 9.0), "compile_s": 99.0}))
+    model = _model_df(_pair(12, 11.9, 12.1, 3.0, 2.9, 3.1))
+    got = DF.graph_records(tmp_path, model)
+    assert [r["batch"] for r in got] == [1] and got[0]["compile_s"] == 41.0
+    assert DF.graph_records(tmp_path, None) == []
+    (folder / "b1.json").write_text(json.dumps({**_rec(1, 3.0), "batch": 2}))
+    with pytest.raises(R.RecordError):
+        DF.graph_records(tmp_path, model)
 
 
 def test_graph_gap_finding_four_verdicts():

@@ -19,6 +19,7 @@ from hwlab.inventory import (
     matmul_rows,
     own_name,
     parse_rules,
+    step_profile,
     trace_source,
 )
 
@@ -218,10 +219,9 @@ def test_cpu_self_time_counts_each_microsecond_once():
     assert by["gemv"] == pytest.approx(9 / 13)  # linear + addmm with M = 1
 
 
-def test_cuda_kernels_take_the_phase_of_their_launch():
-    """A kernel runs after its launch: the phase comes from the launch (correlation id)."""
+def _launch_trace():
     gemv = "void gemv2T_kernel_val<float>"
-    trace = {
+    return {
         "traceEvents": [
             _x("user_annotation", "hwlab::prefill", 0, 100),
             _x("user_annotation", "hwlab::decode_step", 100, 50),
@@ -240,10 +240,28 @@ def test_cuda_kernels_take_the_phase_of_their_launch():
             _x("gpu_user_annotation", "hwlab::decode_step", 150, 30),
         ]
     }
+
+
+def test_cuda_kernels_take_the_phase_of_their_launch():
+    """A kernel runs after its launch: the phase comes from the launch (correlation id)."""
+    trace = _launch_trace()
     rows = classify_rows(kernel_rows(trace), RULES)
     got = {(r["phase"], r["class"]): r["time_us"] for r in rows}
     assert got == {("prefill", "tc_gemm"): 40, ("decode", "gemv"): 10, ("decode", "memcpy"): 2}
     assert all(r["rows"] is None for r in rows)  # cpu ops are not counted in a CUDA trace
+
+
+def test_step_profile_counts_a_steps_kernels_its_span_and_device_duration():
+    """The decode step launched one gemv (10 µs at 160..170): the memcpy without a launch
+    is not placed in a CPU-side step; the device ran the step in the GPU-side annotation's
+    30 µs, the profiler's wall time is the CPU-side annotation's 50 µs."""
+    (step,) = step_profile(_launch_trace(), RULES)
+    assert step["wall_us"] == 50 and step["busy_us"] == 10 and step["ops"] == 1
+    assert step["by_class"]["gemv"] == 10 and step["span_us"] == 10
+    assert step["device_us"] == 30
+    (pre,) = step_profile(_launch_trace(), RULES, "prefill")
+    assert pre["device_us"] is None  # no GPU-side prefill annotation to match
+    assert pre["ops"] == 1 and pre["span_us"] == 40
 
 
 def test_trace_without_annotations_is_one_phase(tmp_path):

@@ -82,6 +82,8 @@ def test_graph_and_eager_records(graph_run):
         names = {e.get("name") for e in json.load(fh)["traceEvents"]}
     assert "hwlab::decode_step" in names
     assert not pd.read_csv(res / "decode" / "graph" / "b1.kernels.csv").empty
+    # read from that trace as in the eager record: the attention the compiled steps ran
+    assert isinstance(g["attention_ops"], list) and isinstance(g["attention_kernels"], dict)
     # the eager layout is unchanged and has no graph record for batches 2 and 4
     e = json.loads((res / "decode" / "b1.json").read_text())
     assert e["status"] == "ok" and "mode" not in e and "compile_s" not in e
