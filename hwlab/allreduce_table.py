@@ -15,7 +15,7 @@ from typing import Any
 
 from hwlab import formulas as F
 from hwlab.alphabeta import METHOD, fit_alpha_beta
-from hwlab.io import OK, write_table, write_text
+from hwlab.io import OK, fmt_sig, write_table, write_text
 from hwlab.io import markdown as md_table
 
 TABLE_COLUMNS = [
@@ -63,7 +63,7 @@ def fmt_bytes(n: float | None) -> str:
         return "—"
     for unit, div in (("GiB", 1024**3), ("MiB", 1024**2), ("KiB", 1024)):
         if n >= div:
-            return f"{n / div:.3g} {unit}"
+            return f"{fmt_sig(n / div)} {unit}"
     return f"{n:.0f} B"
 
 
@@ -226,7 +226,7 @@ def figure(df, fit_df, png: str, svg: str, overlay=None, overlay_label: str = ""
                     color=color,
                     ms=7,
                     label=f"knee n* = αβ = {fmt_bytes(f.knee_bytes)} "
-                    f"(α = {f.alpha_us:.3g} µs, β = {f.beta_busbw_gbps:.3g} GB/s busbw)",
+                    f"(α = {fmt_sig(f.alpha_us)} µs, β = {fmt_sig(f.beta_busbw_gbps)} GB/s busbw)",
                 )
                 ax_t.axvline(f.knee_bytes, color=color, ls="-.", lw=0.8)
     if overlay is not None:
@@ -316,7 +316,8 @@ def markdown(df, fit_df) -> str:
             + (" (on a CPU device time is wall time)" if timer == "perf_counter_ns" else ""),
             "time = median over iterations on each rank, max over ranks; min/max over the "
             "iterations of that rank",
-            f"busbw = algbw × 2(n−1)/n = algbw × {F.allreduce_busbw_factor(int(f.world_size)):.4g}"
+            "busbw = algbw × 2(n−1)/n = algbw × "
+            f"{fmt_sig(F.allreduce_busbw_factor(int(f.world_size)), 4)}"
             " (nccl-tests); GB = 1e9 bytes",
         ]
         if not capped.empty:

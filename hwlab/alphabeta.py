@@ -23,6 +23,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from hwlab.io import fmt_sig
+
 HUBER_K = 1.345
 METHOD = (
     "t(n) = alpha + n/beta by iteratively reweighted least squares on relative residuals "
@@ -113,7 +115,7 @@ def fit_alpha_beta(
             break
     alpha, inv_beta = float(c[0]), float(c[1])
     if alpha < 0:  # refit the slope alone, same robust weighting
-        note = f"alpha came out negative ({alpha:.3g} s) and was clipped to 0"
+        note = f"alpha came out negative ({fmt_sig(alpha)} s) and was clipped to 0"
         alpha = 0.0
         xs = x[:, 1:]
         cs = _wls(xs, w)

@@ -25,6 +25,7 @@ import pandas as pd
 
 from hwlab import headlines as H
 from hwlab.decode_model import abs_interval, weights_transition
+from hwlab.io import fmt_sig
 
 SECTION = "Where Decode Time Goes"
 OVERHEAD_SHARE = 0.5  # everything-but-matmuls-and-attention share of the gap to the napkin
@@ -108,7 +109,7 @@ def decode_overhead_finding(model: pd.DataFrame | None, base: H.Finding) -> H.Fi
     text = (
         f"At batch {s['batch']} a decode step takes {H._fmt(s['tpot_ms'])} ms against a "
         f"napkin lower bound of {H._fmt(s['napkin_ms'])} ms "
-        f"({s['tpot_ms'] / s['napkin_ms']:.2g}× the bound). Measured split "
+        f"({fmt_sig(s['tpot_ms'] / s['napkin_ms'], 2)}× the bound). Measured split "
         f"({s['basis']}): matmuls {H._fmt(s['matmul_ms'])} ms, attention "
         f"{H._fmt(s['attention_ms'])} ms, everything else (Python, dispatch or launches, "
         f"elementwise ops, cache updates, sampling) {H._fmt(s['overhead_ms'])} ms — "
@@ -257,7 +258,7 @@ def graph_gap_finding(
         )
     )
     if compile_s is not None:
-        text += f" (compiling took {compile_s:.3g} s, not counted in TPOT)"
+        text += f" (compiling took {fmt_sig(compile_s)} s, not counted in TPOT)"
     text += ". "
     text += {
         H.HOLDS: "Most of the gap was framework overhead (Python, dispatch, launches), as "

@@ -42,6 +42,7 @@ from typing import Any
 import pandas as pd
 
 from hwlab import formulas as F
+from hwlab.io import fmt_sig
 
 MATMUL_CLASSES = ("gemv", "gemm", "tc_gemm")
 TERMS = ("weights", "compute", "attention", "overhead")
@@ -620,18 +621,21 @@ def notes(df: pd.DataFrame, meta: dict[str, Any], ops: dict[str, Any]) -> list[s
         if f["combine"] == "sum":
             out.append(
                 f"{mode}: step = matmuls + attention + overhead; overhead = "
-                f"{f['alpha_us_per_op']:.3g} µs per op + {f['beta_us_per_seq']:.3g} µs per "
+                f"{fmt_sig(f['alpha_us_per_op'])} µs per op + "
+                f"{fmt_sig(f['beta_us_per_seq'])} µs per "
                 f"sequence, fitted on batches {on}."
             )
         else:
             out.append(
                 f"{mode}: step = max(host, busy) (an asynchronous device); host = "
-                f"{f['alpha_us_per_op']:.3g} µs per kernel ({f['host_fit']}); busy = matmuls "
-                f"+ attention + other kernels ({f['other_a_us']:.3g} µs + "
-                f"{f['other_b_us_per_seq']:.3g} µs per sequence), fitted on batches {on}."
+                f"{fmt_sig(f['alpha_us_per_op'])} µs per kernel ({f['host_fit']}); busy = matmuls "
+                f"+ attention + other kernels ({fmt_sig(f['other_a_us'])} µs + "
+                f"{fmt_sig(f['other_b_us_per_seq'])} µs per sequence), fitted on batches {on}."
             )
     if meta.get("bw_gbps"):
-        out.append(f"Napkin: (weights + K/V) / {meta['bw_gbps']:.4g} GB/s, as in tables/decode.md.")
+        out.append(
+            f"Napkin: (weights + K/V) / {fmt_sig(meta['bw_gbps'], 4)} GB/s, as in tables/decode.md."
+        )
     for _, r in df[(df["status"] != "ok") & (df["status"] != "predicted")].iterrows():
         out.append(f"{r['mode']} batch {r['batch']}: {r['status']}: {r['reason']}")
     if ops.get("status") != "ok":

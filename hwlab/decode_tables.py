@@ -33,7 +33,7 @@ from hwlab.inventory import (
     load_rules,
     short_name,
 )
-from hwlab.io import read_json, write_table, write_text
+from hwlab.io import fmt_sig, read_json, write_table, write_text
 
 DECODE_COLUMNS = [
     "batch",
@@ -345,7 +345,7 @@ def decode_notes(df: pd.DataFrame, records: list[dict[str, Any]]) -> list[str]:
         backend, f"SDPA ({backend} backend)"
     )
     notes = [
-        f"Model {first['model']} ({first['model_source']}, {first['param_count'] / 1e9:.3g} B "
+        f"Model {first['model']} ({first['model_source']}, {fmt_sig(first['param_count'] / 1e9)} B "
         f"parameters, {first['dtype']}), prompt {first['prompt_len']} random tokens, greedy "
         f"decode with KV cache, {sdpa} attention; device {first.get('device_name')}.",
         f"TPOT: per decode step ({timer}), first {first['warmup_steps']} of "
@@ -354,7 +354,7 @@ def decode_notes(df: pd.DataFrame, records: list[dict[str, Any]]) -> list[str]:
         "scaling efficiency's (TPOT(1) / TPOT(b)) come from the p10 / p90 steps "
         "(tables/decode.csv `*_lo`, `*_hi`).",
         "Napkin = (weight bytes + K/V bytes of the context) / bandwidth, "
-        f"bandwidth = {df['bw_gbps'].iloc[0]:.4g} GB/s, {df['bw_basis'].iloc[0]}; "
+        f"bandwidth = {fmt_sig(df['bw_gbps'].iloc[0], 4)} GB/s, {df['bw_basis'].iloc[0]}; "
         "overhead = measured TPOT / napkin.",
         f"Peak memory: {first['peak_mem_kind']}"
         + (

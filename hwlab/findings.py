@@ -544,8 +544,8 @@ def operating_line(op: dict[str, Any] | None) -> str:
             f"- **Operating batch for this model on this device: {op['batch']}** — the largest "
             f"batch beyond {b0} whose scaling efficiency stays at or above "
             f"{100 * op['min_efficiency']:.0f}% over its spread "
-            f"({H.span(100 * e_lo, 100 * e_hi, '%')}): TPOT {op['tpot_ms']:.3g} ms, "
-            f"{H.span(*op['tokens_per_s_range'])} tok/s, {op['throughput_multiple']:.3g}× "
+            f"({H.span(100 * e_lo, 100 * e_hi, '%')}): TPOT {fmt_sig(op['tpot_ms'])} ms, "
+            f"{H.span(*op['tokens_per_s_range'])} tok/s, {fmt_sig(op['throughput_multiple'])}× "
             f"batch {b0}'s throughput."
         )
         if op["noise_limited"]:
@@ -557,7 +557,7 @@ def operating_line(op: dict[str, Any] | None) -> str:
     if op["flagged"]:
         line += (
             " Scaling efficiency above 1 at "
-            + ", ".join(f"batch {x['batch']} ({x['efficiency']:.3g})" for x in op["flagged"])
+            + ", ".join(f"batch {x['batch']} ({fmt_sig(x['efficiency'])})" for x in op["flagged"])
             + ": more than that many independent batch-1 streams — noise (a slow batch-1 "
             "baseline) or a measurement artefact; not used."
         )

@@ -209,7 +209,7 @@ def tp_steps(c: TPComm, bandwidths: list[tuple[str, float]]) -> list[str]:
     b = f"{c.bytes_per_el:g} B"
     lines = [
         f"message per AllReduce = {b} × batch {c.batch} × seq {c.seq_len} × d_model "
-        f"{c.d_model} = {c.message_bytes:,.0f} B = {c.message_bytes / GB:.4g} GB",
+        f"{c.d_model} = {c.message_bytes:,.0f} B = {fmt_sig(c.message_bytes / GB, 4)} GB",
     ]
     if c.tp == 1:
         lines.append("TP = 1: no tensor-parallel AllReduce, no communication per pass")
@@ -217,21 +217,23 @@ def tp_steps(c: TPComm, bandwidths: list[tuple[str, float]]) -> list[str]:
     lines += [
         f"AllReduces per forward pass = {c.allreduces_per_layer} × {c.layers} layers = "
         f"{c.allreduces_per_pass}",
-        f"message volume per pass = {c.allreduces_per_pass} × {c.message_bytes / GB:.4g} GB "
-        f"= {c.message_per_pass_bytes / GB:.4g} GB",
-        f"ring factor 2(n−1)/n at TP {c.tp} = {c.ring_factor:.4g}",
-        f"per-GPU ring traffic per AllReduce = {c.message_bytes / GB:.4g} GB × "
-        f"{c.ring_factor:.4g} = {c.ring_traffic_bytes / GB:.4g} GB",
+        f"message volume per pass = {c.allreduces_per_pass} × "
+        f"{fmt_sig(c.message_bytes / GB, 4)} GB "
+        f"= {fmt_sig(c.message_per_pass_bytes / GB, 4)} GB",
+        f"ring factor 2(n−1)/n at TP {c.tp} = {fmt_sig(c.ring_factor, 4)}",
+        f"per-GPU ring traffic per AllReduce = {fmt_sig(c.message_bytes / GB, 4)} GB × "
+        f"{fmt_sig(c.ring_factor, 4)} = {fmt_sig(c.ring_traffic_bytes / GB, 4)} GB",
         f"per-GPU ring traffic per pass = {c.allreduces_per_pass} × "
-        f"{c.ring_traffic_bytes / GB:.4g} GB = {c.ring_traffic_per_pass_bytes / GB:.4g} GB",
+        f"{fmt_sig(c.ring_traffic_bytes / GB, 4)} GB = "
+        f"{fmt_sig(c.ring_traffic_per_pass_bytes / GB, 4)} GB",
     ]
     for label, bw in bandwidths:
         if bw is None or bw != bw:
             lines.append(f"communication per pass at {label}: not available")
             continue
         lines.append(
-            f"communication per pass at {bw:.4g} GB/s busbw ({label}) = "
-            f"{c.ring_traffic_per_pass_bytes / GB:.4g} GB / {bw:.4g} GB/s = "
+            f"communication per pass at {fmt_sig(bw, 4)} GB/s busbw ({label}) = "
+            f"{fmt_sig(c.ring_traffic_per_pass_bytes / GB, 4)} GB / {fmt_sig(bw, 4)} GB/s = "
             f"{_ms(c.time_s(bw) * 1e3)} ms"
         )
     return lines
@@ -283,45 +285,45 @@ def writeup_tp_check(rel: float = 0.01) -> list[dict[str, Any]]:
             "quantity": "bytes per AllReduce",
             "writeup": f"{w['stated_per_allreduce_gb']} GB",
             "formula": f"2 × {w['batch']} × {w['seq_len']} × {w['d_model']} = "
-            f"{c.message_bytes:,.0f} B = {c.message_bytes / GB:.4g} GB",
+            f"{c.message_bytes:,.0f} B = {fmt_sig(c.message_bytes / GB, 4)} GB",
             "ratio": stated_msg / c.message_bytes,
             "follows": _close(stated_msg, c.message_bytes, rel),
             "explanation": (
                 "does NOT follow from its formula (2 bytes × batch × seq × d_model gives "
-                f"{c.message_bytes / GB:.4g} GB); the stated value is reproduced by: "
+                f"{fmt_sig(c.message_bytes / GB, 4)} GB); the stated value is reproduced by: "
                 + ("; or ".join(msg_matches) if msg_matches else "no simple assumption")
                 + f". The ring's real per-GPU traffic at TP {w['tp']} is "
-                f"{c.ring_traffic_bytes / GB:.4g} GB (factor {c.ring_factor:g})"
+                f"{fmt_sig(c.ring_traffic_bytes / GB, 4)} GB (factor {c.ring_factor:g})"
             ),
         },
         {
             "quantity": "bytes per forward pass",
             "writeup": f"{w['stated_per_pass_gb']:g} GB",
-            "formula": f"{c.allreduces_per_pass} × {c.message_bytes / GB:.4g} GB = "
-            f"{c.message_per_pass_bytes / GB:.4g} GB of messages; per-GPU ring traffic "
-            f"{c.ring_traffic_per_pass_bytes / GB:.4g} GB",
+            "formula": f"{c.allreduces_per_pass} × {fmt_sig(c.message_bytes / GB, 4)} GB = "
+            f"{fmt_sig(c.message_per_pass_bytes / GB, 4)} GB of messages; per-GPU ring traffic "
+            f"{fmt_sig(c.ring_traffic_per_pass_bytes / GB, 4)} GB",
             "ratio": w["stated_per_pass_gb"] * GB / c.message_per_pass_bytes,
             "follows": _close(w["stated_per_pass_gb"] * GB, per_pass_from_stated, rel),
             "explanation": (
                 f"follows from its 2.15 GB ({c.allreduces_per_pass} × 2.15 GB = "
-                f"{per_pass_from_stated / GB:.4g} GB), so it inherits the factor "
-                f"{stated_msg / c.message_bytes:.3g}; from the formula the pass moves "
-                f"{c.message_per_pass_bytes / GB:.4g} GB of messages, "
-                f"{c.ring_traffic_per_pass_bytes / GB:.4g} GB per GPU on a ring"
+                f"{fmt_sig(per_pass_from_stated / GB, 4)} GB), so it inherits the factor "
+                f"{fmt_sig(stated_msg / c.message_bytes)}; from the formula the pass moves "
+                f"{fmt_sig(c.message_per_pass_bytes / GB, 4)} GB of messages, "
+                f"{fmt_sig(c.ring_traffic_per_pass_bytes / GB, 4)} GB per GPU on a ring"
             ),
         },
         {
             "quantity": "communication per pass",
             "writeup": f"~{w['stated_comm_ms']:g} ms at ~{w['busbw_gbps']:g} GB/s",
-            "formula": f"{c.ring_traffic_per_pass_bytes / GB:.4g} GB / "
-            f"{w['busbw_gbps']:g} GB/s = {c.time_s(w['busbw_gbps']) * 1e3:.4g} ms",
+            "formula": f"{fmt_sig(c.ring_traffic_per_pass_bytes / GB, 4)} GB / "
+            f"{w['busbw_gbps']:g} GB/s = {fmt_sig(c.time_s(w['busbw_gbps']) * 1e3, 4)} ms",
             "ratio": w["stated_comm_ms"] / (c.time_s(w["busbw_gbps"]) * 1e3),
             "follows": _close(w["stated_comm_ms"] * 1e-3, time_from_stated, 0.02),
             "explanation": (
                 f"follows from its 344 GB ({w['stated_per_pass_gb']:g} GB / "
-                f"{w['busbw_gbps']:g} GB/s = {time_from_stated * 1e3:.4g} ms); with the "
+                f"{w['busbw_gbps']:g} GB/s = {fmt_sig(time_from_stated * 1e3, 4)} ms); with the "
                 f"formula's ring traffic at the same bandwidth it is "
-                f"{c.time_s(w['busbw_gbps']) * 1e3:.4g} ms — same order of magnitude, so "
+                f"{fmt_sig(c.time_s(w['busbw_gbps']) * 1e3, 4)} ms — same order of magnitude, so "
                 "the writeup's conclusion (communication is a real cost) stands"
             ),
         },
@@ -494,7 +496,9 @@ def tp_markdown(rows: list[dict[str, Any]], bandwidths: list[Bandwidth]) -> str:
     wide = df[keys].drop_duplicates("model").set_index("model")
     for b in bandwidths:
         ms = df[df.bandwidth == b.label].set_index("model").comm_ms
-        wide[f"ms @ {b.label}" + (f" ({b.busbw_gbps:.4g} GB/s)" if b.busbw_gbps else "")] = ms
+        wide[
+            f"ms @ {b.label}" + (f" ({fmt_sig(b.busbw_gbps, 4)} GB/s)" if b.busbw_gbps else "")
+        ] = ms
     wide = wide.reset_index()[["writeup_row", "model", *wide.columns.drop("writeup_row")]]
     wide = wide.astype(object).where(wide.notna(), None)
     lines += [
@@ -795,7 +799,7 @@ def decode_table_rows(
                 if r["min_tp"] and r["min_tp"] > 1:
                     note.append(
                         f"needs TP={r['min_tp']}: weights / (TP x bandwidth) + "
-                        f"{r['allreduce_ms']:.3g} ms of AllReduce per step over {r['link']}"
+                        f"{fmt_sig(r['allreduce_ms'])} ms of AllReduce per step over {r['link']}"
                     )
                 elif not r["min_tp"]:
                     note.append("does not fit even at TP=64")
@@ -841,19 +845,20 @@ def writeup_decode_check(
     need_tbps = 30 * m3_70["weight_gb"] / 1e3  # GB/s for 30 steps/s, in TB/s
     if m3_follows:
         m3_why = (
-            f"{m3['mem_bw_gbps']:g} GB/s / {m3_70['weight_gb']:.3g} GB of bf16 weights allows "
-            f"{m3_bf16:.3g} tok/s at batch 1, so ~30 tok/s is within the napkin"
+            f"{m3['mem_bw_gbps']:g} GB/s / {fmt_sig(m3_70['weight_gb'])} GB of bf16 weights allows "
+            f"{fmt_sig(m3_bf16)} tok/s at batch 1, so ~30 tok/s is within the napkin"
         )
     else:
         m3_why = (
-            f"30 tok/s would need 30 x {m3_70['weight_gb']:.3g} GB = {need_tbps:.3g} TB/s "
+            f"30 tok/s would need 30 x {fmt_sig(m3_70['weight_gb'])} GB = "
+            f"{fmt_sig(need_tbps)} TB/s "
             f"against {m3['mem_bw_gbps']:g} GB/s; "
             + (
-                f"even int4 weights ({m3_70_int4['weight_gb']:.3g} GB) cap it at "
-                f"{m3_int4:.3g} tok/s, below 30"
+                f"even int4 weights ({fmt_sig(m3_70_int4['weight_gb'])} GB) cap it at "
+                f"{fmt_sig(m3_int4)} tok/s, below 30"
                 if m3_int4 < 30 * 0.9
-                else f"int4 weights ({m3_70_int4['weight_gb']:.3g} GB) would allow "
-                f"{m3_int4:.3g} tok/s"
+                else f"int4 weights ({fmt_sig(m3_70_int4['weight_gb'])} GB) would allow "
+                f"{fmt_sig(m3_int4)} tok/s"
             )
             + ", so the figure cannot be bf16 decode at batch 1"
         )
@@ -861,35 +866,37 @@ def writeup_decode_check(
     rows = [
         {
             "claim": "§5: 3B bf16 on H100, 6 GB / 3.35 TB/s ≈ 1.79 ms",
-            "napkin": f"{step_ms('h100_sxm', 3):.3g} ms",
+            "napkin": f"{fmt_sig(step_ms('h100_sxm', 3))} ms",
             "follows": abs(step_ms("h100_sxm", 3) - 1.79) < 0.01,
             "explanation": "weights / bandwidth at batch 1",
         },
         {
             "claim": "§4: B200 decode ~2.4x faster than H100",
-            "napkin": f"{b200_speedup:.3g}x ({b200['mem_bw_gbps']:g} / {h100['mem_bw_gbps']:g} "
+            "napkin": f"{fmt_sig(b200_speedup)}x ({b200['mem_bw_gbps']:g} / "
+            f"{h100['mem_bw_gbps']:g} "
             f"GB/s, 3B bf16 fits: {' and '.join(fits_3b) or 'neither'})",
             "follows": abs(b200_speedup - 2.4) < 0.1,
             "explanation": "decode is bandwidth-bound: the speedup is the bandwidth ratio",
         },
         {
             "claim": "§7: 70B bf16 (140 GB) won't fit on A100 80GB, fits on M3 Ultra",
-            "napkin": f"A100 fits: {a100_70['fits']} (usable {a100_70['usable_gb']:.3g} GB), "
-            f"M3 Ultra fits: {m3_70['fits']} (usable {m3_70['usable_gb']:.3g} GB)",
+            "napkin": f"A100 fits: {a100_70['fits']} (usable {fmt_sig(a100_70['usable_gb'])} GB), "
+            f"M3 Ultra fits: {m3_70['fits']} (usable {fmt_sig(m3_70['usable_gb'])} GB)",
             "follows": not a100_70["fits"] and m3_70["fits"],
             "explanation": f"weights against memory less {room}",
         },
         {
             "claim": "§7: M3 Ultra runs 70B bf16 at ~30 tok/s",
-            "napkin": f"at most {m3_bf16:.3g} tok/s in bf16 ({m3_70['weight_gb']:.3g} GB / "
-            f"{m3['mem_bw_gbps']:g} GB/s), {m3_int4:.3g} tok/s in int4",
+            "napkin": f"at most {fmt_sig(m3_bf16)} tok/s in bf16 "
+            f"({fmt_sig(m3_70['weight_gb'])} GB / "
+            f"{m3['mem_bw_gbps']:g} GB/s), {fmt_sig(m3_int4)} tok/s in int4",
             "follows": m3_follows,
             "explanation": m3_why,
         },
         {
             "claim": "§7: AGX Orin ~14x slower than H100 in FP16, ~16x lower bandwidth",
-            "napkin": f"{fp16_ratio:.3g}x FP16 (sparse figures), "
-            f"{h100['mem_bw_gbps'] / agx['mem_bw_gbps']:.3g}x bandwidth",
+            "napkin": f"{fmt_sig(fp16_ratio)}x FP16 (sparse figures), "
+            f"{fmt_sig(h100['mem_bw_gbps'] / agx['mem_bw_gbps'])}x bandwidth",
             "follows": abs(fp16_ratio - 14) < 1
             and abs(h100["mem_bw_gbps"] / agx["mem_bw_gbps"] - 16) < 1,
             "explanation": "both FP16 figures are sparse tensor peaks",
@@ -983,9 +990,9 @@ def decode_steps(r: dict[str, Any], device: str) -> list[str]:
     """The napkin for one row, step by step (what ``hwlab napkin decode`` prints)."""
     steps = [
         f"weights: {r['params_b']:g}B params x {r['bytes_per_param']:g} bytes "
-        f"({r['dtype']}) = {r['weight_gb']:.3g} GB",
+        f"({r['dtype']}) = {fmt_sig(r['weight_gb'])} GB",
         f"memory on {device}: {r['memory_gb']:g} GB, {100 * r['kv_headroom']:.0f}% kept for the KV "
-        f"cache and runtime -> {r['usable_gb']:.3g} GB for weights -> "
+        f"cache and runtime -> {fmt_sig(r['usable_gb'])} GB for weights -> "
         + (
             "fits on one device"
             if r["fits"]
@@ -994,7 +1001,7 @@ def decode_steps(r: dict[str, Any], device: str) -> list[str]:
     ]
     if r["step_ms"] is not None:
         tp = r["min_tp"]
-        per = f"{r['weight_gb']:.3g} GB" + (f" / TP {tp}" if tp > 1 else "")
+        per = f"{fmt_sig(r['weight_gb'])} GB" + (f" / TP {tp}" if tp > 1 else "")
         line = (
             f"decode step lower bound at batch 1: {per} / {r['mem_bw_gbps']:g} GB/s = "
             f"{fmt_sig(r['weights_ms'])} ms"
@@ -1005,13 +1012,15 @@ def decode_steps(r: dict[str, Any], device: str) -> list[str]:
                 f"{r['link_latency_us']:g} µs each, {r['link_gbps']:g} GB/s) = "
                 f"{fmt_sig(r['step_ms'])} ms"
             )
-        steps.append(line + f" -> at most {r['tokens_per_s']:.4g} tokens/s")
+        steps.append(line + f" -> at most {fmt_sig(r['tokens_per_s'], 4)} tokens/s")
     if r["ridge_dense"] or r["ridge_sparse"]:
         parts = []
         if r["ridge_dense"]:
-            parts.append(f"dense {r['dense_tflops']:g} TFLOP/s -> {r['ridge_dense']:.4g}")
+            parts.append(f"dense {r['dense_tflops']:g} TFLOP/s -> {fmt_sig(r['ridge_dense'], 4)}")
         if r["ridge_sparse"]:
-            parts.append(f"sparse {r['sparse_tflops']:g} TFLOP/s -> {r['ridge_sparse']:.4g}")
+            parts.append(
+                f"sparse {r['sparse_tflops']:g} TFLOP/s -> {fmt_sig(r['ridge_sparse'], 4)}"
+            )
         steps.append("ridge point (FLOP/byte, peak / bandwidth): " + "; ".join(parts))
     return steps
 

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import glob
 import importlib
+import re
 import shutil
 import sys
 from collections import Counter
@@ -32,6 +33,7 @@ from pathlib import Path
 from typing import Any
 
 from hwlab import formulas as F
+from hwlab.io import fmt_sig
 
 DEFAULT_METRICS = Path(__file__).resolve().parent.parent / "config" / "ncu_metrics.yaml"
 # where Nsight Compute installs keep their Python report interface (newest version first)
@@ -429,11 +431,18 @@ def convert(value: float | None, unit: str | None, to: str) -> float | None:
     return value * a[1] / b[1]
 
 
+def format_value(value: float, fmt: str) -> str:
+    """``value`` in the mapping's format spec; a significant-digits spec (``.3g``) never in
+    exponent notation (3,350 GB/s, not 3.35e+03: :func:`hwlab.io.fmt_sig`)."""
+    m = re.fullmatch(r"\.(\d+)g", fmt)
+    return fmt_sig(value, int(m.group(1))) if m else format(value, fmt)
+
+
 def display(value: float | None, spec: MetricSpec) -> str | None:
     """A converted value as the Lab 1b table shows it (``1.13%``, ``17,643``, ``6.78``)."""
     if value is None:
         return None
-    text = format(value, spec.display_format)
+    text = format_value(value, spec.display_format)
     return f"{text}%" if spec.display_unit == "%" else text
 
 
@@ -556,7 +565,7 @@ def captured_cell(s: BatchSummary) -> str:
 def _cell(value: float | None, unit: str, fmt: str) -> str:
     if value is None:
         return "—"
-    text = format(value, fmt)
+    text = format_value(value, fmt)
     return f"{text}%" if unit == "%" else text
 
 
@@ -595,7 +604,7 @@ def lab1b_markdown(
     )
     for r in rows:
         cells = [_cell(r[f"b{s.batch}"], r["unit"], fmts[r["metric"]]) for s in summaries]
-        mult = "—" if r["multiplier"] is None else f"{r['multiplier']:.3g}×"
+        mult = "—" if r["multiplier"] is None else f"{fmt_sig(r['multiplier'])}×"
         lines.append(f"| {r['label']} | " + " | ".join(cells) + f" | {mult} |")
     lines.append("")
     for s in summaries:

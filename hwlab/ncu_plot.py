@@ -14,6 +14,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from hwlab.io import fmt_sig
+
 PCT_METRICS = ["sm_busy", "sm_throughput", "dram_throughput", "l2_hit_rate",
                "sm_active_fraction"]  # fmt: skip
 MULT_METRICS = ["sm_active_cycles", "elapsed_cycles", "duration", "sm_busy",
@@ -77,7 +79,7 @@ def plot_lab1b(
             for b, v in zip(bars, vals, strict=True):
                 if pd.notna(v):
                     left.annotate(
-                        f"{v:.3g}%",
+                        f"{fmt_sig(v)}%",
                         (v, b.get_y() + b.get_height() / 2),
                         xytext=(2, 0),
                         textcoords="offset points",
@@ -102,7 +104,7 @@ def plot_lab1b(
         right.barh(yy, mult["multiplier"], color="tab:gray")
         for k, v in enumerate(mult["multiplier"]):
             right.annotate(
-                f"{v:.3g}×",
+                f"{fmt_sig(v)}×",
                 (v, k),
                 xytext=(2, 0),
                 textcoords="offset points",

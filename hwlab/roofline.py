@@ -21,7 +21,7 @@ from typing import Any
 import pandas as pd
 
 from hwlab import formulas as F
-from hwlab.io import finite, write_table
+from hwlab.io import finite, fmt_sig, write_table
 from hwlab.peaks import ceilings
 
 point_range = F.point_range  # the rate's (lo, hi) from its repeats (hwlab.formulas)
@@ -228,8 +228,8 @@ def markdown_notes(df: pd.DataFrame, peaks: dict[str, Any], device_kind: str) ->
         elif c["peak_tflops"] and c["bw_gbps"]:
             notes.append(
                 f"{dtype}: % of peak vs this run's measured ceilings (no catalog entry): "
-                f"{c['measured_tflops']:.3g} TFLOP/s ({c['measured_tflops_source']}), "
-                f"{c['measured_bw_gbps']:.3g} GB/s (STREAM-like) "
+                f"{fmt_sig(c['measured_tflops'])} TFLOP/s ({c['measured_tflops_source']}), "
+                f"{fmt_sig(c['measured_bw_gbps'])} GB/s (STREAM-like) "
                 f"(ridge {F.ridge_point(c['peak_tflops'], c['bw_gbps']):.1f} FLOP/B)."
             )
     skipped = df[df["status"] != "ok"]
@@ -319,11 +319,11 @@ def plot(
                 style,
                 color="0.35",
                 lw=1.2,
-                label=f"{label}: {tf:.3g} TFLOP/s, {bw:.3g} GB/s",
+                label=f"{label}: {fmt_sig(tf)} TFLOP/s, {fmt_sig(bw)} GB/s",
             )
             ax.plot([ridge], [tf], "v", color="0.2", ms=6)
             ax.annotate(
-                f"ridge {ridge:.3g}",
+                f"ridge {fmt_sig(ridge)}",
                 (ridge, tf),
                 textcoords="offset points",
                 xytext=(4, 6),

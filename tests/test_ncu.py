@@ -288,6 +288,15 @@ def test_lab1b_table_from_summaries_shows_the_writeup_row():
     assert "| L2 Hit Rate | — | — | — |" in md
 
 
+def test_hbm_rates_print_without_exponents():
+    """A GPU's DRAM rate in the mapping's .3g spec: 3,350 GB/s, never 3.35e+03."""
+    m = ncu.load_mapping()
+    spec = next(x for x in m.metrics if x.display_unit == "GB/s")
+    assert ncu.display(3350.4, spec) == "3,350"
+    assert ncu.display(812.34, spec) == "812"
+    assert ncu.format_value(17_643.2, ",.0f") == "17,643"
+
+
 def test_unit_conversion():
     assert ncu.convert(6780.0, "ns", "us") == pytest.approx(6.78)
     assert ncu.convert(16.5e9, "byte/second", "GB/s") == pytest.approx(16.5)
